@@ -1,0 +1,99 @@
+"""Checkpoints as a directory: config.json + model.safetensors; atomic writes, strict loads."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from bioxlstm import __version__
+from bioxlstm.config import ModelConfig
+from bioxlstm.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from bioxlstm.model import XLSTMLanguageModel
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+META_KEYS = ("model_type", "bioxlstm_version")
+
+
+def atomic_write(path: Path, write: callable) -> None:
+    """Call write(tmp_path) on a temporary file beside `path`, fsync it, then rename over path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_pretrained(model: XLSTMLanguageModel, directory: str | Path) -> Path:
+    """Write the model's config and weights into `directory`; returns the directory."""
+    directory = Path(directory)
+    config = {"model_type": "bioxlstm", "bioxlstm_version": __version__,
+              **model.config.to_dict()}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write(directory / WEIGHTS_FILE,
+                 lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
+    atomic_write(directory / CONFIG_FILE,
+                 lambda p: p.write_text(json.dumps(config, indent=2, sort_keys=True)))
+    return directory
+
+
+def load_config(directory: str | Path) -> ModelConfig:
+    """Read and validate config.json of a checkpoint directory."""
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file (is {directory} a bioxlstm checkpoint?)")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path}: not a readable JSON config ({err})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    for key in META_KEYS:
+        data.pop(key, None)
+    try:
+        return ModelConfig.from_dict(data)
+    except ValueError as err:
+        raise CheckpointError(f"{path}: {err}") from None
+
+
+def load_weights(directory: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Read model.safetensors; a truncated or foreign file raises CheckpointError naming it."""
+    path = Path(directory) / WEIGHTS_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        return load_file(str(path), device=str(map_location))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: truncated or not a safetensors file ({err})") from None
+
+
+def load_pretrained(
+    cls: type[XLSTMLanguageModel], directory: str | Path, map_location: str | torch.device = "cpu"
+) -> XLSTMLanguageModel:
+    """Build the model from config.json and load every weight strictly."""
+    config = load_config(directory)
+    weights = load_weights(directory, map_location)
+    model = cls(config).to(map_location)
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[1:3]) or first[0]
+        raise CheckpointError(f"{Path(directory) / WEIGHTS_FILE}: weights do not match "
+                              f"config.json: {detail}") from None
+    return model

@@ -1,0 +1,40 @@
+"""Registry of mLSTM sequence kernels: the reference torch forms, plus accelerated ones if importable.
+
+A kernel takes (q, k, v, i, f, state, chunk_size) and returns (h, end_state). The reference forms
+are always present; optional backends register themselves here and are tested against them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import Tensor
+
+from bioxlstm.layers.mlstm import MLSTMState, mlstm_chunkwise, mlstm_parallel, mlstm_recurrent
+
+MLSTMKernel = Callable[..., tuple[Tensor, MLSTMState]]
+
+_KERNELS: dict[str, MLSTMKernel] = {
+    "chunkwise": lambda q, k, v, i, f, state, chunk_size: mlstm_chunkwise(
+        q, k, v, i, f, state, return_state=True, chunk_size=chunk_size),
+    "parallel": lambda q, k, v, i, f, state, chunk_size: mlstm_parallel(
+        q, k, v, i, f, state, return_state=True),
+    "recurrent": lambda q, k, v, i, f, state, chunk_size: mlstm_recurrent(
+        q, k, v, i, f, state, return_state=True),
+}
+
+
+def register_mlstm_kernel(name: str, kernel: MLSTMKernel) -> None:
+    """Make an mLSTM kernel selectable by name (used by optional accelerated backends)."""
+    _KERNELS[name] = kernel
+
+
+def mlstm_kernel(name: str) -> MLSTMKernel:
+    """The registered kernel called `name`."""
+    if name not in _KERNELS:
+        raise ValueError(f"unknown mLSTM kernel {name!r}; available: {sorted(_KERNELS)}")
+    return _KERNELS[name]
+
+
+def available_mlstm_kernels() -> list[str]:
+    return sorted(_KERNELS)

@@ -1,0 +1,188 @@
+"""The residual blocks of SPEC section 1: mLSTM block (pre-up-projection), sLSTM block + gated FFN.
+
+Each block maps (B, S, d) -> (B, S, d) and can carry its state across calls. With
+`bidirectional=True` the mixer runs on x and on the reversed x with the same weights and the two
+results are added once to the residual stream (SPEC section 2, the clean design).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from bioxlstm.config import ModelConfig
+from bioxlstm.layers.backends import mlstm_kernel
+from bioxlstm.layers.mlstm import mlstm_step
+from bioxlstm.layers.primitives import (
+    BlockDiagonalLinear,
+    CausalConv1d,
+    LayerNorm,
+    MultiHeadNorm,
+    rotary,
+    small_init_,
+    wang_init_,
+)
+from bioxlstm.layers.slstm import slstm_scan
+
+BlockState = Any
+
+
+def reverse(x: Tensor, lengths: Tensor | None) -> Tensor:
+    """Reverse each sequence of x (B, S, ...) within its own length; padding stays at the end."""
+    if lengths is None:
+        return x.flip(1)
+    S = x.shape[1]
+    t = torch.arange(S, device=x.device).unsqueeze(0)
+    lengths = lengths.to(x.device).unsqueeze(1)
+    idx = torch.where(t < lengths, lengths - 1 - t, t)
+    idx = idx.view(*idx.shape, *([1] * (x.dim() - 2))).expand_as(x)
+    return x.gather(1, idx)
+
+
+class MLSTMLayer(nn.Module):
+    """Up-projection, causal conv, q/k/v, gates, mLSTM cell, per-head norm, skip, down-projection."""
+
+    def __init__(self, config: ModelConfig, block_index: int):
+        super().__init__()
+        d, D, NH = config.d_model, config.mlstm_inner_dim, config.mlstm_heads
+        self.config = config
+        self.num_heads = NH
+        self.proj_up = nn.Linear(d, 2 * D, bias=False)
+        self.conv = CausalConv1d(D, config.conv_kernel)
+        self.q_proj = BlockDiagonalLinear(D, config.qkv_blocksize)
+        self.k_proj = BlockDiagonalLinear(D, config.qkv_blocksize)
+        self.v_proj = BlockDiagonalLinear(D, config.qkv_blocksize)
+        self.igate = nn.Linear(3 * D, NH)
+        self.fgate = nn.Linear(3 * D, NH)
+        self.out_norm = MultiHeadNorm(NH, D // NH)
+        self.skip = nn.Parameter(torch.ones(D))
+        self.proj_down = nn.Linear(D, d, bias=False)
+        self.dropout = nn.Dropout(config.dropout)
+        with torch.no_grad():
+            small_init_(self.proj_up.weight, d)
+            for proj in (self.q_proj, self.k_proj, self.v_proj):
+                small_init_(proj.weight, d)
+            wang_init_(self.proj_down.weight, d, config.num_blocks)
+            nn.init.zeros_(self.igate.weight)
+            nn.init.normal_(self.igate.bias, std=0.1)
+            nn.init.zeros_(self.fgate.weight)
+            self.fgate.bias.copy_(torch.linspace(3.0, 6.0, NH))
+
+    def forward(
+        self, x: Tensor, state: BlockState = None, position_ids: Tensor | None = None
+    ) -> tuple[Tensor, BlockState]:
+        conv_state, cell_state = (None, None) if state is None else state
+        B, S, _ = x.shape
+        NH = self.num_heads
+        x_m, z = self.proj_up(x).chunk(2, dim=-1)
+        c, conv_state = self.conv(x_m, conv_state)
+        c = F.silu(c)
+        q, k, v = self.q_proj(c), self.k_proj(c), self.v_proj(x_m)
+        gate_in = torch.cat([q, k, v], dim=-1)
+        i = self.igate(gate_in).transpose(1, 2)  # (B, NH, S)
+        f = self.fgate(gate_in).transpose(1, 2)
+        q, k, v = (t.view(B, S, NH, -1).transpose(1, 2) for t in (q, k, v))
+        if self.config.rope:
+            if position_ids is None:
+                position_ids = torch.arange(S, device=x.device).expand(B, S)
+            q = rotary(q, position_ids, self.config.rope_theta)
+            k = rotary(k, position_ids, self.config.rope_theta)
+        if S == 1 and cell_state is not None:
+            h, cell_state = mlstm_step(q[:, :, 0], k[:, :, 0], v[:, :, 0], i[:, :, 0], f[:, :, 0],
+                                       cell_state)
+            h = h.unsqueeze(2)
+        else:
+            kernel = mlstm_kernel(self.config.mlstm_form)
+            h, cell_state = kernel(q, k, v, i, f, cell_state, self.config.chunk_size)
+        h = self.out_norm(h.transpose(1, 2))  # (B, S, D)
+        y = self.proj_down((h + self.skip * c) * F.silu(z))
+        return self.dropout(y), (conv_state, cell_state)
+
+
+class SLSTMLayer(nn.Module):
+    """Causal conv feeding the i/f gates, head-wise input projections, sLSTM cell, per-head norm."""
+
+    def __init__(self, config: ModelConfig, block_index: int):
+        super().__init__()
+        d, NH = config.d_model, config.slstm_heads
+        DH = d // NH
+        self.num_heads, self.head_dim = NH, DH
+        self.conv = CausalConv1d(d, config.conv_kernel)
+        self.igate = BlockDiagonalLinear(d, DH)
+        self.fgate = BlockDiagonalLinear(d, DH)
+        self.zgate = BlockDiagonalLinear(d, DH)
+        self.ogate = BlockDiagonalLinear(d, DH)
+        self.recurrent = nn.Parameter(torch.zeros(NH, DH, 4 * DH))
+        self.bias = nn.Parameter(torch.zeros(4, NH, DH))
+        self.out_norm = MultiHeadNorm(NH, DH)
+        self.dropout = nn.Dropout(config.dropout)
+        ratio = block_index / (config.num_blocks - 1) if config.num_blocks > 1 else 0.0
+        with torch.no_grad():
+            for gate in (self.igate, self.fgate, self.zgate, self.ogate):
+                small_init_(gate.weight, d)
+            x = torch.arange(DH, dtype=torch.float64) / max(DH - 1, 1)
+            self.bias[1].copy_((5.0 - 12.0 * x ** (0.3 + 1.3 * ratio)).to(torch.float32))
+
+    def forward(
+        self, x: Tensor, state: BlockState = None, position_ids: Tensor | None = None
+    ) -> tuple[Tensor, BlockState]:
+        conv_state, cell_state = (None, None) if state is None else state
+        c, conv_state = self.conv(x, conv_state)
+        c = F.silu(c)
+        gates = (self.igate(c), self.fgate(c), self.zgate(x), self.ogate(x))
+        wx = torch.stack(gates, dim=2).unflatten(-1, (self.num_heads, self.head_dim))
+        h, cell_state = slstm_scan(wx, self.recurrent, self.bias, cell_state)
+        return self.out_norm(self.dropout(h)), (conv_state, cell_state)
+
+
+class GatedFFN(nn.Module):
+    """x -> W_down(GELU(W_g x) * W_u x), the feed-forward of sLSTM blocks."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        d, up = config.d_model, config.ffn_inner_dim
+        self.proj_up = nn.Linear(d, 2 * up, bias=False)
+        self.proj_down = nn.Linear(up, d, bias=False)
+        self.dropout = nn.Dropout(config.dropout)
+        with torch.no_grad():
+            small_init_(self.proj_up.weight, d)
+            wang_init_(self.proj_down.weight, d, config.num_blocks)
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate, up = self.proj_up(x).chunk(2, dim=-1)
+        return self.dropout(self.proj_down(F.gelu(gate) * up))
+
+
+class XLSTMBlock(nn.Module):
+    """Pre-norm residual block around an mLSTM or sLSTM layer (sLSTM blocks add the gated FFN)."""
+
+    def __init__(self, config: ModelConfig, block_index: int):
+        super().__init__()
+        self.kind = "slstm" if block_index in config.slstm_at else "mlstm"
+        self.norm = LayerNorm(config.d_model)
+        layer_cls = SLSTMLayer if self.kind == "slstm" else MLSTMLayer
+        self.layer = layer_cls(config, block_index)
+        if self.kind == "slstm":
+            self.ffn_norm = LayerNorm(config.d_model)
+            self.ffn = GatedFFN(config)
+
+    def forward(
+        self,
+        x: Tensor,
+        state: BlockState = None,
+        position_ids: Tensor | None = None,
+        bidirectional: bool = False,
+        lengths: Tensor | None = None,
+    ) -> tuple[Tensor, BlockState]:
+        u = self.norm(x)
+        y, state = self.layer(u, state, position_ids)
+        if bidirectional:
+            y_rev, _ = self.layer(reverse(u, lengths), None, position_ids)
+            y = y + reverse(y_rev, lengths)
+        x = x + y
+        if self.kind == "slstm":
+            x = x + self.ffn(self.ffn_norm(x))
+        return x, state

@@ -1,0 +1,240 @@
+"""The mLSTM cell (matrix memory) in three exact forms: parallel, chunkwise and recurrent.
+
+All three compute SPEC section 1 from the same state convention, so they agree to rounding:
+the state is (C, n, m) with C (B, NH, DH, DH), n (B, NH, DH) and m (B, NH); a missing state
+means zeros with m = 0. Inputs: q, k, v (B, NH, S, DH); gate pre-activations i, f (B, NH, S).
+Gates and stabilisers are computed in at least float32 whatever the input dtype.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+MLSTMState = tuple[Tensor, Tensor, Tensor]
+
+EPS = 1e-6
+
+
+def zero_state(q: Tensor, v: Tensor) -> MLSTMState:
+    """The empty state (C = 0, n = 0, m = 0) matching q and v's batch, heads and dtype."""
+    B, NH, _, DH = q.shape
+    dtype = _state_dtype(q.dtype)
+    C = q.new_zeros(B, NH, DH, v.shape[-1], dtype=dtype)
+    n = q.new_zeros(B, NH, DH, dtype=dtype)
+    m = q.new_zeros(B, NH, dtype=dtype)
+    return C, n, m
+
+
+def _state_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _check(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor) -> None:
+    if q.dim() != 4 or k.shape != q.shape or v.shape[:3] != q.shape[:3]:
+        raise ValueError(
+            f"mLSTM expects q, k, v of shape (B, NH, S, DH); got {tuple(q.shape)}, "
+            f"{tuple(k.shape)}, {tuple(v.shape)}"
+        )
+    if i.shape != q.shape[:3] or f.shape != q.shape[:3]:
+        raise ValueError(
+            f"mLSTM expects gates of shape {tuple(q.shape[:3])}; got {tuple(i.shape)}, "
+            f"{tuple(f.shape)}"
+        )
+
+
+def _parallel_with_state(
+    q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, state: MLSTMState, eps: float
+) -> tuple[Tensor, MLSTMState]:
+    """Quadratic form over one block of tokens that starts from `state`; returns h and the end state.
+
+    Shapes may carry extra leading dims (chunks): q (..., L, DH), i (..., L), C (..., DH, DH).
+    """
+    C0, n0, m0 = state
+    cdt = C0.dtype
+    L, DH = q.shape[-2], q.shape[-1]
+    lf = F.logsigmoid(f.to(cdt))
+    ig = i.to(cdt)
+    b = lf.cumsum(-1)  # b_t: log decay from the block start to t (inclusive)
+    # log D[t, j] = sum_{l=j+1..t} lf_l + i_j for j <= t, else -inf
+    log_d = b.unsqueeze(-1) - b.unsqueeze(-2) + ig.unsqueeze(-2)
+    causal = torch.ones(L, L, dtype=torch.bool, device=q.device).tril()
+    log_d = log_d.masked_fill(~causal, float("-inf"))
+    log_state = b + m0.unsqueeze(-1)  # weight of the incoming state at t
+    m = torch.maximum(log_d.amax(-1), log_state)  # (..., L)
+
+    qs = q.to(cdt)
+    ks = k.to(cdt) / math.sqrt(DH)
+    vs = v.to(cdt)
+    scores = (qs @ ks.transpose(-1, -2)) * torch.exp(log_d - m.unsqueeze(-1))
+    state_w = torch.exp(log_state - m).unsqueeze(-1)  # (..., L, 1)
+    num = scores @ vs + state_w * (qs @ C0)
+    qn = scores.sum(-1, keepdim=True) + state_w * (qs @ n0.unsqueeze(-1))
+    denom = torch.maximum(qn.abs(), torch.exp(-m).unsqueeze(-1)) + eps
+    h = (num / denom).to(q.dtype)
+
+    # end state after the last token of the block
+    g = b[..., -1:]  # total log decay of the block
+    log_in = g - b + ig  # weight of token j in the end state
+    m_end = torch.maximum(g.squeeze(-1) + m0, log_in.amax(-1))
+    w_in = torch.exp(log_in - m_end.unsqueeze(-1)).unsqueeze(-1)  # (..., L, 1)
+    w_state = torch.exp(g.squeeze(-1) + m0 - m_end)
+    C = w_state[..., None, None] * C0 + (ks * w_in).transpose(-1, -2) @ vs
+    n = w_state.unsqueeze(-1) * n0 + (ks * w_in).sum(-2)
+    return h, (C, n, m_end)
+
+
+def mlstm_parallel(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    i: Tensor,
+    f: Tensor,
+    state: MLSTMState | None = None,
+    return_state: bool = False,
+    eps: float = EPS,
+) -> Tensor | tuple[Tensor, MLSTMState]:
+    """Quadratic-memory form: every output from one S x S decay matrix per head."""
+    _check(q, k, v, i, f)
+    state = zero_state(q, v) if state is None else state
+    h, end = _parallel_with_state(q, k, v, i, f, state, eps)
+    return (h, end) if return_state else h
+
+
+def mlstm_chunkwise(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    i: Tensor,
+    f: Tensor,
+    state: MLSTMState | None = None,
+    return_state: bool = False,
+    chunk_size: int = 64,
+    eps: float = EPS,
+) -> Tensor | tuple[Tensor, MLSTMState]:
+    """Linear-memory form: parallel inside chunks of `chunk_size`, (C, n, m) carried between them.
+
+    Full chunks are processed together: their local sums in one batch, the chunk-to-chunk state
+    recurrence as a short loop of elementwise updates, then all outputs in one batch. A tail
+    shorter than a chunk runs through the parallel form from the carried state.
+    """
+    _check(q, k, v, i, f)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    state = zero_state(q, v) if state is None else state
+    B, NH, S, DH = q.shape
+    L = chunk_size
+    NC, tail = divmod(S, L)
+    outs = []
+    if NC > 0:
+        h_full, state = _chunks(q[:, :, : NC * L], k[:, :, : NC * L], v[:, :, : NC * L],
+                                i[:, :, : NC * L], f[:, :, : NC * L], state, L, eps)
+        outs.append(h_full)
+    if tail:
+        s = NC * L
+        h_tail, state = _parallel_with_state(q[:, :, s:], k[:, :, s:], v[:, :, s:],
+                                             i[:, :, s:], f[:, :, s:], state, eps)
+        outs.append(h_tail)
+    h = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+    return (h, state) if return_state else h
+
+
+def _chunks(
+    q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, state: MLSTMState, L: int, eps: float
+) -> tuple[Tensor, MLSTMState]:
+    """Chunkwise core for a length that is a multiple of L."""
+    C0, n0, m0 = state
+    cdt = C0.dtype
+    B, NH, S, DH = q.shape
+    DV = v.shape[-1]
+    NC = S // L
+    qs = q.to(cdt).reshape(B, NH, NC, L, DH)
+    ks = (k.to(cdt) / math.sqrt(DH)).reshape(B, NH, NC, L, DH)
+    vs = v.to(cdt).reshape(B, NH, NC, L, DV)
+    ig = i.to(cdt).reshape(B, NH, NC, L)
+    b = F.logsigmoid(f.to(cdt)).reshape(B, NH, NC, L).cumsum(-1)
+    g = b[..., -1]  # (B, NH, NC) log decay across each chunk
+
+    # each chunk's own contribution to the state at its end, stabilised by its own max a
+    log_in = g.unsqueeze(-1) - b + ig
+    a = log_in.amax(-1)
+    w_in = torch.exp(log_in - a.unsqueeze(-1)).unsqueeze(-1)
+    kv = (ks * w_in).transpose(-1, -2) @ vs  # (B, NH, NC, DH, DV)
+    kn = (ks * w_in).sum(-2)  # (B, NH, NC, DH)
+
+    # state entering each chunk: a sequential scan over chunks of elementwise updates only
+    Cs, ns, ms = [C0], [n0], [m0]
+    C, n, m = C0, n0, m0
+    for c in range(NC):
+        m_new = torch.maximum(g[..., c] + m, a[..., c])
+        ws = torch.exp(g[..., c] + m - m_new)
+        wi = torch.exp(a[..., c] - m_new)
+        C = ws[..., None, None] * C + wi[..., None, None] * kv[:, :, c]
+        n = ws.unsqueeze(-1) * n + wi.unsqueeze(-1) * kn[:, :, c]
+        m = m_new
+        Cs.append(C)
+        ns.append(n)
+        ms.append(m)
+    C_in = torch.stack(Cs[:-1], dim=2)  # (B, NH, NC, DH, DV)
+    n_in = torch.stack(ns[:-1], dim=2)
+    m_in = torch.stack(ms[:-1], dim=2)  # (B, NH, NC)
+
+    # outputs of all chunks at once: intra-chunk quadratic part plus the incoming state
+    log_d = b.unsqueeze(-1) - b.unsqueeze(-2) + ig.unsqueeze(-2)
+    causal = torch.ones(L, L, dtype=torch.bool, device=q.device).tril()
+    log_d = log_d.masked_fill(~causal, float("-inf"))
+    log_state = b + m_in.unsqueeze(-1)
+    m_t = torch.maximum(log_d.amax(-1), log_state)
+    scores = (qs @ ks.transpose(-1, -2)) * torch.exp(log_d - m_t.unsqueeze(-1))
+    state_w = torch.exp(log_state - m_t).unsqueeze(-1)
+    num = scores @ vs + state_w * (qs @ C_in)
+    qn = scores.sum(-1, keepdim=True) + state_w * (qs @ n_in.unsqueeze(-1))
+    denom = torch.maximum(qn.abs(), torch.exp(-m_t).unsqueeze(-1)) + eps
+    h = (num / denom).reshape(B, NH, S, DV).to(q.dtype)
+    return h, (C, n, m)
+
+
+def mlstm_step(
+    q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, state: MLSTMState, eps: float = EPS
+) -> tuple[Tensor, MLSTMState]:
+    """One token: q, k, v (B, NH, DH), i, f (B, NH); returns h (B, NH, DH) and the new state."""
+    C, n, m = state
+    cdt = C.dtype
+    DH = q.shape[-1]
+    lf = F.logsigmoid(f.to(cdt))
+    ig = i.to(cdt)
+    m_new = torch.maximum(lf + m, ig)
+    fw = torch.exp(lf + m - m_new)
+    iw = torch.exp(ig - m_new)
+    ks = k.to(cdt) / math.sqrt(DH)
+    qs = q.to(cdt)
+    C = fw[..., None, None] * C + iw[..., None, None] * (ks.unsqueeze(-1) * v.to(cdt).unsqueeze(-2))
+    n = fw.unsqueeze(-1) * n + iw.unsqueeze(-1) * ks
+    num = (qs.unsqueeze(-2) @ C).squeeze(-2)
+    qn = (qs * n).sum(-1, keepdim=True)
+    denom = torch.maximum(qn.abs(), torch.exp(-m_new).unsqueeze(-1)) + eps
+    return (num / denom).to(q.dtype), (C, n, m_new)
+
+
+def mlstm_recurrent(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    i: Tensor,
+    f: Tensor,
+    state: MLSTMState | None = None,
+    return_state: bool = False,
+    eps: float = EPS,
+) -> Tensor | tuple[Tensor, MLSTMState]:
+    """Constant-memory form: one token at a time from the state, as used for generation."""
+    _check(q, k, v, i, f)
+    state = zero_state(q, v) if state is None else state
+    hs = []
+    for t in range(q.shape[2]):
+        h, state = mlstm_step(q[:, :, t], k[:, :, t], v[:, :, t], i[:, :, t], f[:, :, t], state, eps)
+        hs.append(h)
+    h = torch.stack(hs, dim=2)
+    return (h, state) if return_state else h

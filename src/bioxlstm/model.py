@@ -1,0 +1,223 @@
+"""The xLSTM language model shared by all alphabets: embedding -> block stack -> norm -> head."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from bioxlstm.config import ModelConfig
+from bioxlstm.layers.primitives import LayerNorm, small_init_
+from bioxlstm.layers.stack import BlockStack, StackState
+from bioxlstm.sampling import sample_next
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class LMState:
+    """Recurrent state of the whole model after `position` tokens (causal models only)."""
+
+    blocks: StackState
+    position: int
+
+
+@dataclass
+class LMOutput:
+    logits: Tensor  # (B, S, vocab_size)
+    hidden: Tensor  # (B, S, d_model), after the final norm
+    state: LMState | None = None
+
+
+@dataclass
+class Embeddings:
+    per_token: Tensor  # (B, S, d_model)
+    pooled: Tensor  # (B, d_model), mean over each sequence's own positions
+
+
+class XLSTMLanguageModel(nn.Module):
+    """One model class for DNA, proteins and SMILES; what differs per alphabet is the config."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        V, d = config.padded_vocab_size, config.d_model
+        self.embedding = nn.Embedding(V, d)
+        self.dropout = nn.Dropout(config.dropout)
+        self.stack = BlockStack(config)
+        self.norm = LayerNorm(d)
+        self.head = nn.Linear(d, V, bias=False)
+        with torch.no_grad():
+            small_init_(self.embedding.weight, d)
+            small_init_(self.head.weight, d)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def _check_ids(self, input_ids: Tensor) -> None:
+        if input_ids.dim() != 2 or input_ids.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"input_ids must be an integer tensor of shape (batch, length), got "
+                             f"{input_ids.dtype} of shape {tuple(input_ids.shape)}")
+        if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size):
+            raise ValueError(f"input_ids must lie in [0, {self.config.vocab_size}); got values "
+                             f"from {int(input_ids.min())} to {int(input_ids.max())}")
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        state: LMState | None = None,
+        return_state: bool = False,
+        position_ids: Tensor | None = None,
+        lengths: Tensor | None = None,
+    ) -> LMOutput:
+        """Logits for every position; pass `state` to continue where an earlier call stopped.
+
+        `lengths` (B,) marks right padding, so bidirectional models reverse each sequence
+        within its own length; causal models never look ahead, so padding cannot reach them.
+        """
+        self._check_ids(input_ids)
+        B, S = input_ids.shape
+        offset = 0 if state is None else state.position
+        if position_ids is None and self.config.rope:
+            position_ids = torch.arange(offset, offset + S, device=input_ids.device).expand(B, S)
+        x = self.dropout(self.embedding(input_ids))
+        h, blocks = self.stack(x, None if state is None else state.blocks, position_ids, lengths)
+        h = self.norm(h)
+        logits = self.head(h)[..., : self.config.vocab_size]
+        return LMOutput(logits, h, LMState(blocks, offset + S) if return_state else None)
+
+    def loss(
+        self,
+        input_ids: Tensor,
+        labels: Tensor | None = None,
+        objective: str = "clm",
+        position_ids: Tensor | None = None,
+    ) -> Tensor:
+        """Mean token cross-entropy; labels equal to -100 are ignored.
+
+        clm: position t predicts labels[t + 1] (labels default to input_ids).
+        mlm: position t predicts labels[t] (labels required; unmasked positions set to -100).
+        """
+        logits = self(input_ids, position_ids=position_ids).logits
+        if objective == "clm":
+            targets = (input_ids if labels is None else labels)[:, 1:]
+            logits = logits[:, :-1]
+        elif objective == "mlm":
+            if labels is None:
+                raise ValueError("the masked-LM loss needs labels (-100 where nothing is masked)")
+            targets = labels
+        else:
+            raise ValueError(f"unknown objective {objective!r}; use 'clm' or 'mlm'")
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
+                               targets.reshape(-1), ignore_index=IGNORE_INDEX)
+
+    def _pieces(self, input_ids: Tensor, chunk_tokens: int | None, lengths: Tensor | None):
+        """Run the model over input_ids, in pieces of chunk_tokens carrying the state if given."""
+        if chunk_tokens is None or input_ids.shape[1] <= chunk_tokens:
+            yield 0, self(input_ids, lengths=lengths)
+            return
+        if self.config.bidirectional:
+            raise ValueError("a bidirectional model cannot run in pieces: give chunk_tokens=None")
+        state = None
+        for start in range(0, input_ids.shape[1], chunk_tokens):
+            out = self(input_ids[:, start:start + chunk_tokens], state=state, return_state=True)
+            state = out.state
+            yield start, out
+
+    @torch.no_grad()
+    def log_likelihood(
+        self, input_ids: Tensor, lengths: Tensor | None = None, chunk_tokens: int | None = None
+    ) -> Tensor:
+        """Sum over t >= 1 of log p(x_t | x_<t) per sequence (B,), ignoring right padding.
+
+        With chunk_tokens the input is fed in pieces through the recurrent state, so memory
+        does not grow with sequence length.
+        """
+        B, S = input_ids.shape
+        lengths = _lengths(lengths, B, S, input_ids.device)
+        total = torch.zeros(B, dtype=torch.float64, device=input_ids.device)
+        for start, out in self._pieces(input_ids, chunk_tokens, None):
+            targets = input_ids[:, start + 1: start + 1 + out.logits.shape[1]]
+            logits = out.logits[:, : targets.shape[1]].float()
+            logp = logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+            positions = torch.arange(start + 1, start + 1 + targets.shape[1], device=input_ids.device)
+            valid = positions.unsqueeze(0) < lengths.unsqueeze(1)
+            total += (logp * valid).sum(1).double()
+        return total
+
+    @torch.no_grad()
+    def embed(
+        self, input_ids: Tensor, lengths: Tensor | None = None, chunk_tokens: int | None = None
+    ) -> Embeddings:
+        """Per-token hidden states and their mean over each sequence's valid positions."""
+        B, S = input_ids.shape
+        lengths = _lengths(lengths, B, S, input_ids.device)
+        per_token = torch.cat([out.hidden for _, out in self._pieces(input_ids, chunk_tokens,
+                                                                     lengths)], dim=1)
+        mask = (torch.arange(S, device=input_ids.device).unsqueeze(0) < lengths.unsqueeze(1))
+        mask = mask.unsqueeze(-1).to(per_token.dtype)
+        pooled = (per_token * mask).sum(1) / mask.sum(1).clamp(min=1)
+        return Embeddings(per_token, pooled)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompt_ids: Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+        stop_token: int | None = None,
+    ) -> Tensor:
+        """Continue each prompt (B, P) by up to max_new_tokens, one token at a time from the state.
+
+        Memory per new token is constant: only the recurrent state is kept, never the past.
+        After `stop_token` a row keeps emitting `stop_token`.
+        """
+        if self.config.bidirectional:
+            raise ValueError("a bidirectional model cannot generate: it needs the whole sequence")
+        if prompt_ids.dim() != 2 or prompt_ids.shape[1] == 0:
+            raise ValueError("generate needs a non-empty prompt of shape (batch, length)")
+        out = self(prompt_ids, return_state=True)
+        state, logits = out.state, out.logits[:, -1]
+        tokens = [prompt_ids]
+        done = torch.zeros(prompt_ids.shape[0], dtype=torch.bool, device=prompt_ids.device)
+        for _ in range(max_new_tokens):
+            nxt = sample_next(logits, temperature, top_k, top_p, generator)
+            if stop_token is not None:
+                nxt = torch.where(done, torch.full_like(nxt, stop_token), nxt)
+                done |= nxt == stop_token
+            tokens.append(nxt.unsqueeze(1))
+            if stop_token is not None and bool(done.all()):
+                break
+            out = self(nxt.unsqueeze(1), state=state, return_state=True)
+            state, logits = out.state, out.logits[:, -1]
+        return torch.cat(tokens, dim=1)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write config.json and model.safetensors into `directory` (atomically)."""
+        from bioxlstm.checkpoint import save_pretrained
+
+        return save_pretrained(self, directory)
+
+    @classmethod
+    def from_pretrained(
+        cls, directory: str | Path, map_location: str | torch.device = "cpu"
+    ) -> XLSTMLanguageModel:
+        """Load a model written by save_pretrained; no network, no pickle."""
+        from bioxlstm.checkpoint import load_pretrained
+
+        return load_pretrained(cls, directory, map_location)
+
+
+def _lengths(lengths: Tensor | None, B: int, S: int, device: torch.device) -> Tensor:
+    if lengths is None:
+        return torch.full((B,), S, device=device)
+    lengths = torch.as_tensor(lengths, device=device)
+    if lengths.shape != (B,) or bool((lengths < 1).any()) or bool((lengths > S).any()):
+        raise ValueError(f"lengths must be {B} integers in [1, {S}]")
+    return lengths
