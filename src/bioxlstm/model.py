@@ -111,7 +111,7 @@ class XLSTMLanguageModel(nn.Module):
             targets = labels
         else:
             raise ValueError(f"unknown objective {objective!r}; use 'clm' or 'mlm'")
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
+        return F.cross_entropy(_upcast(logits).reshape(-1, logits.shape[-1]),
                                targets.reshape(-1), ignore_index=IGNORE_INDEX)
 
     def _pieces(self, input_ids: Tensor, chunk_tokens: int | None, lengths: Tensor | None):
@@ -141,7 +141,7 @@ class XLSTMLanguageModel(nn.Module):
         total = torch.zeros(B, dtype=torch.float64, device=input_ids.device)
         for start, out in self._pieces(input_ids, chunk_tokens, None):
             targets = input_ids[:, start + 1: start + 1 + out.logits.shape[1]]
-            logits = out.logits[:, : targets.shape[1]].float()
+            logits = _upcast(out.logits[:, : targets.shape[1]])
             logp = logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
             positions = torch.arange(start + 1, start + 1 + targets.shape[1], device=input_ids.device)
             valid = positions.unsqueeze(0) < lengths.unsqueeze(1)
@@ -221,3 +221,8 @@ def _lengths(lengths: Tensor | None, B: int, S: int, device: torch.device) -> Te
     if lengths.shape != (B,) or bool((lengths < 1).any()) or bool((lengths > S).any()):
         raise ValueError(f"lengths must be {B} integers in [1, {S}]")
     return lengths
+
+
+def _upcast(t: Tensor) -> Tensor:
+    """Losses and log-probabilities in at least float32."""
+    return t if t.dtype == torch.float64 else t.float()
