@@ -41,6 +41,7 @@ class ModelConfig:
     chunk_size: int = 64
     mlstm_form: str = "chunkwise"
     pad_vocab_multiple: int = 8
+    alphabet: str | None = None
 
     def __post_init__(self) -> None:
         self.slstm_at = sorted(int(j) for j in self.slstm_at)
@@ -79,6 +80,8 @@ class ModelConfig:
         if self.slstm_at and self.d_model % self.slstm_heads:
             raise ConfigError(f"config field 'slstm_heads' ({self.slstm_heads}) must divide "
                               f"d_model ({self.d_model})")
+        if self.alphabet is not None and not isinstance(self.alphabet, str):
+            raise ConfigError(f"config field 'alphabet' must be a name, got {self.alphabet!r}")
         for name in ("bidirectional", "rope"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"config field '{name}' must be true or false")
@@ -149,26 +152,27 @@ PROTEIN_VOCAB = 38
 SMILES_VOCAB = 48
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "dna-xlstm-500k": dict(vocab_size=DNA_VOCAB, d_model=128, num_blocks=5,
+    "dna-xlstm-500k": dict(alphabet="dna", vocab_size=DNA_VOCAB, d_model=128, num_blocks=5,
                            slstm_at=[0, 1, 2, 3, 4], ffn_proj_factor=1.1, context_length=1024),
-    "dna-xlstm-2m": dict(vocab_size=DNA_VOCAB, d_model=256, num_blocks=6,
+    "dna-xlstm-2m": dict(alphabet="dna", vocab_size=DNA_VOCAB, d_model=256, num_blocks=6,
                          slstm_at=[0, 1, 2, 3, 4, 5], ffn_proj_factor=1.1, context_length=1024),
-    "dna-xlstm-4m": dict(vocab_size=DNA_VOCAB, d_model=256, num_blocks=9, mlstm_heads=4,
-                         context_length=32_768),
-    "prot-xlstm-26m": dict(vocab_size=PROTEIN_VOCAB, d_model=512, num_blocks=16, mlstm_heads=4,
-                           rope=True, context_length=131_072),
-    "prot-xlstm-102m": dict(vocab_size=PROTEIN_VOCAB, d_model=1024, num_blocks=16,
-                            mlstm_heads=4, rope=True, context_length=131_072),
-    "chem-xlstm-15m": dict(vocab_size=SMILES_VOCAB, d_model=512, num_blocks=9, mlstm_heads=8,
-                           dropout=0.25, context_length=100),
-    "chem-xlstm-15m-icl": dict(vocab_size=SMILES_VOCAB, d_model=512, num_blocks=9,
-                               mlstm_heads=8, dropout=0.25, context_length=4096),
-    "tiny-mlstm": dict(vocab_size=DNA_VOCAB, d_model=32, num_blocks=2, mlstm_heads=2,
-                       context_length=256, chunk_size=16),
-    "tiny-slstm": dict(vocab_size=DNA_VOCAB, d_model=32, num_blocks=2, slstm_at=[0, 1],
-                       slstm_heads=2, context_length=256),
-    "tiny-mixed": dict(vocab_size=DNA_VOCAB, d_model=32, num_blocks=3, slstm_at=[1],
-                       mlstm_heads=2, slstm_heads=2, context_length=256, chunk_size=16),
+    "dna-xlstm-4m": dict(alphabet="dna", vocab_size=DNA_VOCAB, d_model=256, num_blocks=9,
+                         mlstm_heads=4, context_length=32_768),
+    "prot-xlstm-26m": dict(alphabet="protein", vocab_size=PROTEIN_VOCAB, d_model=512,
+                           num_blocks=16, mlstm_heads=4, rope=True, context_length=131_072),
+    "prot-xlstm-102m": dict(alphabet="protein", vocab_size=PROTEIN_VOCAB, d_model=1024,
+                            num_blocks=16, mlstm_heads=4, rope=True, context_length=131_072),
+    "chem-xlstm-15m": dict(alphabet="smiles", vocab_size=SMILES_VOCAB, d_model=512, num_blocks=9,
+                           mlstm_heads=8, dropout=0.25, context_length=100),
+    "chem-xlstm-15m-icl": dict(alphabet="smiles", vocab_size=SMILES_VOCAB, d_model=512,
+                               num_blocks=9, mlstm_heads=8, dropout=0.25, context_length=4096),
+    "tiny-mlstm": dict(alphabet="dna", vocab_size=DNA_VOCAB, d_model=32, num_blocks=2,
+                       mlstm_heads=2, context_length=256, chunk_size=16),
+    "tiny-slstm": dict(alphabet="dna", vocab_size=DNA_VOCAB, d_model=32, num_blocks=2,
+                       slstm_at=[0, 1], slstm_heads=2, context_length=256),
+    "tiny-mixed": dict(alphabet="dna", vocab_size=DNA_VOCAB, d_model=32, num_blocks=3,
+                       slstm_at=[1], mlstm_heads=2, slstm_heads=2, context_length=256,
+                       chunk_size=16),
 }
 
 NOMINAL_PARAMS: dict[str, int] = {

@@ -1,0 +1,29 @@
+# `make test` and `make demo` set up .venv on first use (CPU PyTorch pinned), then run.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TORCH_PIN := torch==2.13.0
+
+.PHONY: test demo bench lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet $(TORCH_PIN)
+	$(BIN)/pip install --quiet -e ".[dev,bench]"
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+
+test: lint
+	$(BIN)/pytest
+
+demo: $(STAMP)
+	$(BIN)/bioxlstm demo
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/throughput.py --json benchmarks/results/throughput.json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache runs

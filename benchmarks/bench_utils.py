@@ -1,0 +1,152 @@
+"""Shared benchmark helpers: model specs, machine description, peak-memory probes."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import resource
+import sys
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+TRANSFORMER_PREFIX = "transformer:"
+DEFAULT_MODELS = ("dna-xlstm-500k", "transformer:dna-xlstm-500k",
+                  "dna-xlstm-4m", "transformer:dna-xlstm-4m")
+
+
+@dataclass
+class ModelSpec:
+    """What a worker process needs to rebuild a model: its name, kind and config."""
+
+    name: str
+    kind: str
+    config: dict[str, Any]
+    params: int
+    sized_from: str = ""
+
+
+def xlstm_model(preset_name: str, seq_len: int | None = None, **overrides: Any) -> nn.Module:
+    """The xLSTM preset, its context length raised to seq_len if that is longer."""
+    from bioxlstm.config import preset
+    from bioxlstm.model import XLSTMLanguageModel
+
+    config = preset(preset_name, **overrides)
+    if seq_len is not None and seq_len > config.context_length:
+        config = preset(preset_name, **{**overrides, "context_length": seq_len})
+    return XLSTMLanguageModel(config)
+
+
+def resolve(name: str) -> ModelSpec:
+    """Turn `<preset>` (an xLSTM) or `transformer:<preset>` (a Transformer as large) into a spec."""
+    from bioxlstm.baselines import transformer_like
+    from bioxlstm.config import NOMINAL_PARAMS, preset
+
+    target = name.removeprefix(TRANSFORMER_PREFIX)
+    base = preset(target)
+    if not name.startswith(TRANSFORMER_PREFIX):
+        return ModelSpec(name, "xlstm", {"preset": target}, count(xlstm_model(target)))
+    try:
+        params, sized_from = count(xlstm_model(target)), f"{target} (built)"
+    except ImportError:
+        params, sized_from = NOMINAL_PARAMS[target], f"{target} (nominal size)"
+    config = transformer_like(params, base.vocab_size, base.context_length)
+    return ModelSpec(name, "transformer", asdict(config), config.num_parameters(), sized_from)
+
+
+def build(spec: ModelSpec, seq_len: int) -> nn.Module:
+    """Instantiate the model a spec describes, able to take seq_len tokens."""
+    if spec.kind == "xlstm":
+        return xlstm_model(spec.config["preset"], seq_len)
+    from bioxlstm.baselines import TransformerConfig, TransformerLanguageModel
+
+    return TransformerLanguageModel(TransformerConfig(**spec.config))
+
+
+def count(model: nn.Module) -> int:
+    """Number of parameters."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def machine_info(device: str) -> dict[str, Any]:
+    """CPU model, cores, memory, accelerator, and software versions of this machine."""
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "memory_gib": round(proc_kib("/proc/meminfo", "MemTotal") / 2**20, 1)
+        if os.path.exists("/proc/meminfo") else None,
+        "device": device,
+    }
+    if device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name()
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name, from /proc/cpuinfo where there is one."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            match = re.search(r"model name\s*:\s*(.+)", f.read())
+    except OSError:
+        match = None
+    return match.group(1).strip() if match else platform.processor() or platform.machine()
+
+
+def proc_kib(path: str, key: str) -> int:
+    """A `Key: N kB` field of a /proc file, in KiB."""
+    with open(path) as f:
+        match = re.search(rf"^{key}:\s+(\d+)", f.read(), re.MULTILINE)
+    if match is None:
+        raise OSError(f"{key} not in {path}")
+    return int(match.group(1))
+
+
+class PeakMemory:
+    """Peak memory growth from construction on: CUDA allocator stats, else process RSS.
+
+    CPU: on Linux the RSS high-water mark (VmHWM) is reset through /proc/self/clear_refs, so the
+    peak is exact from now on; elsewhere only growth of ru_maxrss above the process's earlier peak
+    is seen (a lower bound; run each case in a fresh process to keep earlier peaks small).
+    """
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        if device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+            self.method = "torch.cuda.max_memory_allocated"
+            return
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            self.base = proc_kib("/proc/self/status", "VmRSS") * 1024
+            self.method = "VmHWM - VmRSS after resetting the high-water mark (clear_refs)"
+        except OSError:
+            self.base = max_rss_bytes()
+            self.method = "ru_maxrss growth above the earlier peak (a lower bound)"
+
+    def peak_mib(self) -> float:
+        """Peak memory above the starting level so far, in MiB."""
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+            peak = torch.cuda.max_memory_allocated()
+        elif self.method.startswith("VmHWM"):
+            peak = proc_kib("/proc/self/status", "VmHWM") * 1024
+        else:
+            peak = max_rss_bytes()
+        return max(0, peak - self.base) / 2**20
+
+
+def max_rss_bytes() -> int:
+    """The process's peak resident set size so far (ru_maxrss, in bytes)."""
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale

@@ -1,0 +1,251 @@
+"""Forward and forward+backward throughput and peak memory of xLSTM and Transformer models.
+
+Each (model, sequence length) case runs in a fresh worker process, so a crash, an out-of-memory
+kill or a time-out only skips that case, and peak memory is measured per case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from bench_utils import DEFAULT_MODELS, ModelSpec, PeakMemory, build, machine_info, resolve
+
+PHASES = ("fwd", "train")
+FULL = dict(seq_lens="256,1024,4096,16384", batch_tokens=16384, repeats=3, warmup=1,
+            max_seconds=120.0)
+QUICK = dict(seq_lens="256,1024", batch_tokens=2048, repeats=2, warmup=1, max_seconds=30.0)
+STARTUP_GRACE_S = 60.0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options; unset sizes fall back to the --quick or the full defaults."""
+    parser = argparse.ArgumentParser(
+        description="Measure forward and forward+backward tokens/s and peak memory of xLSTM "
+        "presets and size-matched causal Transformers at several sequence lengths. Each case "
+        "runs in its own process; peak memory is torch.cuda.max_memory_allocated on CUDA and "
+        "the growth of the process's resident set (RSS high-water mark) on CPU. Cases over "
+        "--max-seconds or out of memory are reported as skipped.")
+    parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
+                        help="comma-separated models: an xLSTM preset name (e.g. dna-xlstm-4m) "
+                        "or transformer:<preset> for a Transformer with as many parameters "
+                        "(default: %(default)s)")
+    parser.add_argument("--seq-lens", help=f"comma-separated sequence lengths "
+                        f"(default {FULL['seq_lens']}; --quick: {QUICK['seq_lens']})")
+    parser.add_argument("--batch-tokens", type=int,
+                        help="tokens per batch; batch = max(1, batch_tokens // S) keeps B*S about "
+                        f"constant (default {FULL['batch_tokens']}; --quick: "
+                        f"{QUICK['batch_tokens']})")
+    parser.add_argument("--repeats", type=int, help="timed calls per phase; the median is "
+                        f"reported (default {FULL['repeats']}; --quick: {QUICK['repeats']})")
+    parser.add_argument("--warmup", type=int, help="untimed calls before timing (default "
+                        f"{FULL['warmup']})")
+    parser.add_argument("--max-seconds", type=float, help="time budget per case; a phase "
+                        "projected to exceed it is skipped, a worker exceeding it is killed "
+                        f"(default {FULL['max_seconds']:g}; --quick: {QUICK['max_seconds']:g})")
+    parser.add_argument("--quick", action="store_true", help="short smoke run with small "
+                        "defaults (each still overridable)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="cuda when available under auto (default)")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+                        help="parameter and activation dtype (default float32)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--json", metavar="OUT", help="also write results and machine info here")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if (args.warmup is not None and args.warmup < 1) or (args.repeats is not None
+                                                         and args.repeats < 1):
+        parser.error("--warmup and --repeats must be at least 1")
+    for key, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run every (model, S) case in a worker process, print a table, optionally write JSON."""
+    args = parse_args(argv)
+    if args.worker:
+        return worker(json.loads(args.worker))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    seq_lens = [int(s) for s in args.seq_lens.split(",")]
+    specs = [resolve(name.strip()) for name in args.models.split(",") if name.strip()]
+    results, methods = [], set()
+    for spec in specs:
+        over_budget: dict[str, str] = {}
+        for seq_len in seq_lens:
+            case = dict(spec=asdict(spec), seq_len=seq_len,
+                        batch=max(1, args.batch_tokens // seq_len), repeats=args.repeats,
+                        warmup=args.warmup, max_seconds=args.max_seconds, device=args.device,
+                        dtype=args.dtype, threads=args.threads,
+                        phases=[p for p in PHASES if p not in over_budget])
+            row = run_case(case, over_budget)
+            method = row.pop("memory_method", None)
+            if method:
+                methods.add(method)
+            results.append(row)
+            print(format_row(row), file=sys.stderr, flush=True)
+    print_table(results)
+    if args.json:
+        report = dict(machine=machine_info(args.device), memory_method=sorted(methods),
+                      settings={k: v for k, v in vars(args).items() if k != "worker"},
+                      results=results)
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+        print(f"wrote {args.json}")
+
+
+def run_case(case: dict[str, Any], over_budget: dict[str, str]) -> dict[str, Any]:
+    """Run one case in a worker process; phases it could not finish are marked skipped."""
+    spec = case["spec"]
+    row: dict[str, Any] = dict(model=spec["name"], kind=spec["kind"], params=spec["params"],
+                               seq_len=case["seq_len"], batch=case["batch"])
+    out, failure = run_worker(case) if case["phases"] else ("", "")
+    for line in out.splitlines():
+        if line.startswith("{"):
+            row.update(json.loads(line))
+    for phase in PHASES:
+        if phase in over_budget:
+            row[phase] = dict(status="skipped", reason=over_budget[phase])
+        elif phase not in row:
+            row[phase] = dict(status="skipped" if failure.startswith("skipped") else "error",
+                              reason=failure)
+        if row[phase]["status"] == "skipped" and phase not in over_budget:
+            over_budget[phase] = f"skipped: already skipped at S={case['seq_len']}"
+    return row
+
+
+def run_worker(case: dict[str, Any]) -> tuple[str, str]:
+    """The worker's stdout, and why it ended early if it did."""
+    cmd = [sys.executable, __file__, "--worker", json.dumps(case)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=case["max_seconds"] + STARTUP_GRACE_S)
+        return out, describe_exit(proc.returncode, err)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        return out, f"skipped: over --max-seconds {case['max_seconds']:g} (worker killed)"
+
+
+def describe_exit(returncode: int, stderr: str) -> str:
+    """Why a worker ended without reporting every phase."""
+    if returncode < 0:
+        return f"skipped: worker killed by signal {-returncode} (out of memory?)"
+    tail = stderr.strip().splitlines()[-1:] or ["no output"]
+    return f"error: worker exited with {returncode}: {tail[0][:200]}"
+
+
+def worker(case: dict[str, Any]) -> None:
+    """Measure the requested phases of one case, printing one JSON line per phase."""
+    if case["threads"]:
+        torch.set_num_threads(case["threads"])
+    deadline = time.perf_counter() + case["max_seconds"]
+    device, dtype = case["device"], getattr(torch, case["dtype"])
+    torch.manual_seed(0)
+    model = build(ModelSpec(**case["spec"]), case["seq_len"]).to(device=device, dtype=dtype)
+    vocab = model.config.vocab_size
+    ids = torch.randint(0, vocab, (case["batch"], case["seq_len"]), device=device)
+    memory = PeakMemory(device)
+    print(json.dumps(dict(memory_method=memory.method, threads=torch.get_num_threads())),
+          flush=True)
+    skipped = ""
+    for phase in case["phases"]:
+        if skipped:
+            print(json.dumps({phase: dict(status="skipped", reason=skipped)}), flush=True)
+            continue
+        if device == "cuda":
+            memory = PeakMemory(device)
+        step = forward_step if phase == "fwd" else train_step
+        try:
+            result = measure(step, model, ids, case, deadline, memory)
+        except RuntimeError as err:
+            if "out of memory" not in str(err) and "can't allocate" not in str(err):
+                raise
+            result = dict(status="skipped", reason=f"skipped: out of memory ({str(err)[:80]})")
+        print(json.dumps({phase: result}), flush=True)
+        if result["status"] != "ok":
+            skipped = f"skipped: {phase} was ({result['reason']})"
+
+
+def measure(step: Any, model: torch.nn.Module, ids: torch.Tensor, case: dict[str, Any],
+            deadline: float, memory: PeakMemory) -> dict[str, Any]:
+    """Time repeated calls of step after warm-up; skip when the first call projects past deadline."""
+    first = timed(step, model, ids, case["device"])
+    calls_left = case["warmup"] - 1 + case["repeats"]
+    if time.perf_counter() + first * calls_left > deadline:
+        return dict(status="skipped", reason=f"skipped: one call took {first:.1f} s, "
+                    f"{calls_left} more would pass --max-seconds {case['max_seconds']:g}")
+    for _ in range(case["warmup"] - 1):
+        timed(step, model, ids, case["device"])
+    times = [timed(step, model, ids, case["device"]) for _ in range(case["repeats"])]
+    seconds = statistics.median(times)
+    return dict(status="ok", tokens_per_s=ids.numel() / seconds, seconds=times,
+                peak_mib=memory.peak_mib())
+
+
+def timed(step: Any, model: torch.nn.Module, ids: torch.Tensor, device: str) -> float:
+    """Wall-clock seconds of one call of step, synchronised on CUDA."""
+    start = time.perf_counter()
+    step(model, ids)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def forward_step(model: torch.nn.Module, ids: torch.Tensor) -> None:
+    """Inference forward pass."""
+    model.eval()
+    with torch.inference_mode():
+        model(ids)
+
+
+def train_step(model: torch.nn.Module, ids: torch.Tensor) -> None:
+    """Forward, next-token cross-entropy and backward; gradients are freed afterwards."""
+    model.train()
+    logits = model(ids).logits[:, :-1]
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), ids[:, 1:].reshape(-1))
+    loss.backward()
+    model.zero_grad(set_to_none=True)
+
+
+def cell(result: dict[str, Any], key: str, fmt: str) -> str:
+    """A table cell: the formatted value, or the phase's status."""
+    return format(result[key], fmt) if result.get("status") == "ok" else result.get("status", "-")
+
+
+def format_row(row: dict[str, Any]) -> str:
+    """One table row."""
+    fwd, train = row["fwd"], row["train"]
+    return (f"{row['model']:<28} {row['params']:>10,} {row['seq_len']:>6} {row['batch']:>5} "
+            f"{cell(fwd, 'tokens_per_s', ',.0f'):>12} {cell(train, 'tokens_per_s', ',.0f'):>12} "
+            f"{cell(fwd, 'peak_mib', ',.1f'):>9} {cell(train, 'peak_mib', ',.1f'):>9}")
+
+
+def print_table(results: list[dict[str, Any]]) -> None:
+    """The results table, then the reason for every skipped or failed phase."""
+    header = (f"{'model':<28} {'params':>10} {'S':>6} {'batch':>5} {'fwd tok/s':>12} "
+              f"{'f+b tok/s':>12} {'fwd MiB':>9} {'f+b MiB':>9}")
+    print(header)
+    print("-" * len(header))
+    for row in results:
+        print(format_row(row))
+    for row in results:
+        for phase in PHASES:
+            if row[phase]["status"] != "ok":
+                print(f"  {row['model']} S={row['seq_len']} {phase}: {row[phase]['reason']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""`bioxlstm <command>`: parses arguments and calls the tasks; holds no logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bioxlstm import __version__
+from bioxlstm.errors import BioXLSTMError
+
+
+def _presets(args: argparse.Namespace) -> None:
+    import torch
+
+    from bioxlstm.config import NOMINAL_PARAMS, PRESETS, preset
+    from bioxlstm.model import XLSTMLanguageModel
+
+    print(f"{'preset':<20}{'alphabet':<10}{'d':>6}{'blocks':>8}{'sLSTM at':>14}{'context':>10}"
+          f"{'parameters':>14}{'vs name':>9}")
+    for name in PRESETS:
+        config = preset(name)
+        with torch.device("meta"):
+            n = XLSTMLanguageModel(config).num_parameters()
+        nominal = NOMINAL_PARAMS.get(name)
+        ratio = f"{(n / nominal - 1) * 100:+.1f}%" if nominal else "-"
+        slstm = ",".join(map(str, config.slstm_at)) or "-"
+        print(f"{name:<20}{config.alphabet or '-':<10}{config.d_model:>6}{config.num_blocks:>8}"
+              f"{slstm:>14}{config.context_length:>10}{n:>14,}{ratio:>9}")
+
+
+def _train(args: argparse.Namespace) -> None:
+    from bioxlstm.config import ModelConfig, preset
+    from bioxlstm.tasks.pretrain import pretrain_fasta
+    from bioxlstm.train import TrainConfig
+
+    model_config = ModelConfig.from_file(args.model_config) if args.model_config else preset(args.preset)
+    train_config = TrainConfig.from_file(args.train_config) if args.train_config else TrainConfig()
+    overrides = {k: v for k, v in (("max_steps", args.steps), ("batch_size", args.batch_size),
+                                   ("lr", args.lr), ("seed", args.seed), ("device", args.device))
+                 if v is not None}
+    train_config = TrainConfig.from_dict({**train_config.to_dict(), **overrides})
+    seq_len = args.seq_len or model_config.context_length
+    pretrain_fasta(args.fasta, model_config, train_config, args.run_dir, seq_len,
+                   args.valid_fraction, resume=args.resume)
+    print(f"checkpoint: {Path(args.run_dir) / 'checkpoint'}")
+
+
+def _generate(args: argparse.Namespace) -> None:
+    import torch
+
+    from bioxlstm.alphabets import get_alphabet
+    from bioxlstm.model import XLSTMLanguageModel
+    from bioxlstm.tasks.pretrain import SEPARATORS
+
+    model = XLSTMLanguageModel.from_pretrained(args.checkpoint).eval()
+    alphabet = get_alphabet(args.alphabet or model.config.alphabet or "dna")
+    prompt = [alphabet.id(SEPARATORS[alphabet.name]), *alphabet.encode(args.prompt, "prompt")]
+    generator = torch.Generator().manual_seed(args.seed)
+    out = model.generate(torch.tensor([prompt] * args.num), args.length, args.temperature,
+                         args.top_k, args.top_p, generator)
+    for j, row in enumerate(out):
+        print(f">generated_{j + 1}\n{alphabet.decode(row)}")
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from bioxlstm.tasks.demo import run_demo
+
+    run_demo(args.run_dir, args.steps, seed=args.seed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bioxlstm",
+        description="xLSTM language models for DNA, proteins and small molecules (pure PyTorch).")
+    parser.add_argument("--version", action="version", version=f"bioxlstm {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("presets", help="list the named model configurations and their sizes",
+                       description="Print every preset with its shape and exact parameter count.")
+    p.set_defaults(func=_presets)
+
+    p = sub.add_parser("train", help="causal-LM pretraining on a FASTA file",
+                       description="Train a causal xLSTM LM on the records of a FASTA file (the last "
+                                   "valid-fraction of the tokens is held out). Writes metrics.jsonl, "
+                                   "run.json and checkpoint/ into --run-dir; --resume continues.")
+    model = p.add_mutually_exclusive_group()
+    model.add_argument("--preset", default="dna-xlstm-500k", help="named model (see `presets`)")
+    model.add_argument("--model-config", help="YAML model config (may start from `preset:`)")
+    p.add_argument("--fasta", required=True, help="FASTA file, plain or gzip")
+    p.add_argument("--run-dir", required=True, help="output directory of the run")
+    p.add_argument("--train-config", help="YAML training config (TrainConfig fields)")
+    p.add_argument("--steps", type=int, help="optimiser steps (overrides the config)")
+    p.add_argument("--batch-size", type=int, help="sequences per micro-batch")
+    p.add_argument("--seq-len", type=int, help="window length (default: the model's context)")
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument("--device", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--valid-fraction", type=float, default=0.1, help="held-out tail (default 0.1)")
+    p.add_argument("--resume", action="store_true", help="continue from run-dir/checkpoint")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("generate", help="sample sequences from a checkpoint",
+                       description="Sample sequences one token at a time from the recurrent state.")
+    p.add_argument("checkpoint", help="checkpoint directory (config.json + model.safetensors)")
+    p.add_argument("--prompt", default="", help="sequence to continue (default: empty)")
+    p.add_argument("--alphabet", help="dna or protein (default: the checkpoint's)")
+    p.add_argument("--num", type=int, default=3, help="number of sequences (default 3)")
+    p.add_argument("--length", type=int, default=100, help="new tokens per sequence (default 100)")
+    p.add_argument("--temperature", type=float, default=1.0, help="0 means greedy (default 1)")
+    p.add_argument("--top-k", type=int, help="sample among the k most likely tokens")
+    p.add_argument("--top-p", type=float, help="nucleus sampling mass in (0, 1]")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.set_defaults(func=_generate)
+
+    p = sub.add_parser("demo", help="train a small DNA-xLSTM on a bundled genome, then generate",
+                       description="The tour: pretrain on phage lambda, compare with k-mer "
+                                   "baselines, save, reload and generate.")
+    p.add_argument("--run-dir", default="runs/demo", help="output directory (default runs/demo)")
+    p.add_argument("--steps", type=int, default=300, help="optimiser steps (default 300)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except BioXLSTMError as err:
+        print(f"bioxlstm: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bioxlstm: interrupted", file=sys.stderr)
+        return 130
+    return 0

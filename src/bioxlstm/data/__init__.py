@@ -1,0 +1,1 @@
+"""Data sources: batch sources for training and iterators for evaluation."""

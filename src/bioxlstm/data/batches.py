@@ -1,0 +1,86 @@
+"""Batch sources the trainer draws from: a small protocol, random token windows, eval windows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from bioxlstm.errors import ConfigError
+
+Batch = dict[str, Any]
+
+
+@runtime_checkable
+class BatchSource(Protocol):
+    """An endless, resumable stream of training batches (keyword arguments of `model.loss`)."""
+
+    def next_batch(self) -> Batch:
+        """The next batch; must hold `input_ids` and may hold `labels` or `objective`."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """The source's position, so a resumed run draws exactly the batches it would have."""
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Move the source back to a position saved by `state_dict`."""
+        ...
+
+
+def _check_tokens(tokens: Tensor, seq_len: int, batch_size: int) -> None:
+    """Raise ConfigError naming the first bad argument of a window source."""
+    for name, value in (("seq_len", seq_len), ("batch_size", batch_size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"'{name}' must be a positive integer, got {value!r}")
+    if not isinstance(tokens, Tensor) or tokens.dim() != 1 or tokens.is_floating_point():
+        raise ConfigError("'tokens' must be a 1-D integer tensor of token ids")
+    if tokens.numel() < seq_len:
+        raise ConfigError(f"'tokens' holds {tokens.numel()} ids, fewer than seq_len={seq_len}")
+
+
+class TokenWindows:
+    """Random fixed-length windows of a token stream, drawn with the source's own generator."""
+
+    def __init__(self, tokens: Tensor, seq_len: int, batch_size: int, seed: int = 0) -> None:
+        _check_tokens(tokens, seq_len, batch_size)
+        self.tokens = tokens.long()
+        self.seq_len = seq_len
+        self.batch_size = batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+        self.batches_drawn = 0
+        self._offsets = torch.arange(seq_len)
+
+    def next_batch(self) -> Batch:
+        """A (batch_size, seq_len) block of windows starting at uniform random positions."""
+        high = self.tokens.numel() - self.seq_len + 1
+        starts = torch.randint(0, high, (self.batch_size,), generator=self.generator)
+        self.batches_drawn += 1
+        return {"input_ids": self.tokens[starts[:, None] + self._offsets]}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Generator state and shape, enough to continue the same stream of windows."""
+        return {"generator": self.generator.get_state(), "batches_drawn": self.batches_drawn,
+                "seq_len": self.seq_len, "batch_size": self.batch_size}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the stream saved by `state_dict`; the window shape must match."""
+        for name in ("seq_len", "batch_size"):
+            if state[name] != getattr(self, name):
+                raise ConfigError(f"'{name}' is {getattr(self, name)} but the saved source used "
+                                  f"{state[name]}; resume with the same value")
+        self.generator.set_state(state["generator"])
+        self.batches_drawn = int(state["batches_drawn"])
+
+
+def eval_batches(tokens: Tensor, seq_len: int, batch_size: int,
+                 max_batches: int | None = None) -> Iterator[Batch]:
+    """Consecutive non-overlapping windows from the start, batched: the same every time."""
+    _check_tokens(tokens, seq_len, batch_size)
+    windows = tokens.long()[: tokens.numel() // seq_len * seq_len].view(-1, seq_len)
+    blocks = windows.split(batch_size)
+    if max_batches is not None:
+        blocks = blocks[:max_batches]
+    return ({"input_ids": block} for block in blocks)

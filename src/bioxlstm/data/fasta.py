@@ -1,0 +1,53 @@
+"""Plain or gzip-compressed FASTA files of independent sequences, read record by record."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterator
+from pathlib import Path
+
+from bioxlstm.errors import BioXLSTMError
+
+
+class FastaError(BioXLSTMError, ValueError):
+    """A FASTA file is missing, empty or malformed."""
+
+
+def _open(path: Path):
+    with open(path, "rb") as fh:
+        gz = fh.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rt") if gz else open(path)
+
+
+def read_fasta(path: str | Path) -> Iterator[tuple[str, str]]:
+    """Yield (name, sequence) per record; name is the header up to the first space."""
+    path = Path(path)
+    if not path.is_file():
+        raise FastaError(f"{path}: no such file")
+    name, parts, seen = None, [], False
+    try:
+        with _open(path) as fh:
+            for lineno, line in enumerate(fh, 1):
+                line = line.strip()
+                if not line or line.startswith(";"):
+                    continue
+                if line.startswith(">"):
+                    if name is not None:
+                        yield name, _joined(path, name, parts)
+                    header = line[1:].split()
+                    name, parts, seen = header[0] if header else "", [], True
+                    continue
+                if name is None:
+                    raise FastaError(f"{path}, line {lineno}: sequence before the first '>' header")
+                parts.append(line)
+    except (OSError, EOFError, UnicodeDecodeError) as err:
+        raise FastaError(f"{path}: cannot be read as FASTA ({err})") from None
+    if not seen:
+        raise FastaError(f"{path}: no FASTA records")
+    yield name, _joined(path, name, parts)
+
+
+def _joined(path: Path, name: str, parts: list[str]) -> str:
+    if not parts:
+        raise FastaError(f"{path}: record {name!r} has no sequence")
+    return "".join(parts)

@@ -1,0 +1,527 @@
+"""Single-process training loop: AdamW with decay groups, LR schedule, bf16, exact resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+import json
+import math
+import os
+import platform
+import random
+import shutil
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from torch.optim.lr_scheduler import LambdaLR
+from tqdm.auto import tqdm
+
+from bioxlstm.checkpoint import atomic_write, load_weights
+from bioxlstm.data.batches import Batch, BatchSource, TokenWindows, eval_batches
+from bioxlstm.errors import CheckpointError, ConfigError
+
+SCHEDULES = ("cosine", "constant")
+CHECKPOINT_DIR = "checkpoint"
+STATE_TENSORS = "training_state.safetensors"
+STATE_JSON = "training_state.json"
+METRICS_FILE = "metrics.jsonl"
+RUN_FILE = "run.json"
+
+
+@dataclass
+class TrainConfig:
+    """Optimiser, schedule and loop settings of one run; batch_size is per micro-batch."""
+
+    lr: float = 1e-3
+    min_lr: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.1
+    warmup_steps: int = 0
+    warmup_fraction: float | None = None
+    schedule: str = "cosine"
+    max_steps: int = 1000
+    batch_size: int = 8
+    grad_accum_steps: int = 1
+    clip_norm: float | None = 1.0
+    bf16: bool = False
+    eval_every: int = 0
+    eval_batches: int = 20
+    save_every: int = 0
+    log_every: int = 10
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.betas, list):
+            self.betas = tuple(self.betas)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad field."""
+        for name in ("max_steps", "batch_size", "grad_accum_steps", "eval_batches", "log_every"):
+            _require(_is_int(getattr(self, name)) and getattr(self, name) >= 1, name,
+                     "a positive integer", getattr(self, name))
+        for name in ("warmup_steps", "eval_every", "save_every"):
+            _require(_is_int(getattr(self, name)) and getattr(self, name) >= 0, name,
+                     "a non-negative integer", getattr(self, name))
+        _require(_is_int(self.seed) and 0 <= self.seed < 2**32, "seed",
+                 "an integer in [0, 2**32)", self.seed)
+        _require(_is_number(self.lr) and self.lr > 0, "lr", "a positive number", self.lr)
+        _require(_is_number(self.min_lr) and 0 <= self.min_lr <= self.lr, "min_lr",
+                 "a number in [0, lr]", self.min_lr)
+        _require(_is_number(self.weight_decay) and self.weight_decay >= 0, "weight_decay",
+                 "a non-negative number", self.weight_decay)
+        _require(isinstance(self.betas, tuple) and len(self.betas) == 2
+                 and all(_is_number(b) and 0 <= b < 1 for b in self.betas), "betas",
+                 "two numbers in [0, 1)", self.betas)
+        _require(self.clip_norm is None or (_is_number(self.clip_norm) and self.clip_norm > 0),
+                 "clip_norm", "a positive number or null", self.clip_norm)
+        _require(self.schedule in SCHEDULES, "schedule", f"one of {SCHEDULES}", self.schedule)
+        for name in ("bf16", "progress"):
+            _require(isinstance(getattr(self, name), bool), name, "true or false",
+                     getattr(self, name))
+        fraction = self.warmup_fraction
+        _require(fraction is None or (_is_number(fraction) and 0 <= fraction <= 1),
+                 "warmup_fraction", "a number in [0, 1] or null", fraction)
+        _require(fraction is None or self.warmup_steps == 0, "warmup_fraction",
+                 "null when warmup_steps is set", fraction)
+        _require(self.warmup <= self.max_steps, "warmup_steps", "at most max_steps",
+                 self.warmup)
+        _require(isinstance(self.device, str) and _is_device(self.device), "device",
+                 "'auto' or a torch device such as 'cpu' or 'cuda:0'", self.device)
+
+    @property
+    def warmup(self) -> int:
+        """Warmup length in optimiser steps, from warmup_steps or warmup_fraction."""
+        if self.warmup_fraction is None:
+            return self.warmup_steps
+        return round(self.warmup_fraction * self.max_steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON/YAML-ready fields (betas as a list)."""
+        return {**dataclasses.asdict(self), "betas": list(self.betas)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Build from a mapping, rejecting unknown fields by name."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"a train config must be a mapping, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown train config field(s) {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> TrainConfig:
+        """Load from YAML or JSON; a top-level `train:` section is used when present."""
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except OSError as err:
+            raise ConfigError(f"cannot read train config file {path}: {err.strerror}") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"train config file {path} is not valid YAML: {err}") from None
+        if isinstance(data, dict) and "train" in data:
+            data = data["train"]
+        return cls.from_dict(data)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_device(name: str) -> bool:
+    if name == "auto":
+        return True
+    try:
+        torch.device(name)
+    except RuntimeError:
+        return False
+    return True
+
+
+def _require(ok: bool, name: str, rule: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"train config field '{name}' must be {rule}, got {value!r}")
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device for a config's `device`; 'auto' picks CUDA when present."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices) so a run is reproducible."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def lr_multiplier(config: TrainConfig, step: int) -> float:
+    """Factor on config.lr for 0-based optimiser step `step`: linear warmup, then cosine or flat.
+
+    Warmup reaches the full lr at its last step; cosine then falls to min_lr at the last step.
+    """
+    warmup = config.warmup
+    if step < warmup:
+        return (step + 1) / warmup
+    if config.schedule == "constant":
+        return 1.0
+    peak = max(warmup - 1, 0)
+    progress = min(1.0, (step - peak) / max(1, config.max_steps - 1 - peak))
+    floor = config.min_lr / config.lr
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: decay on matrices; none on biases, norm weights, embeddings, 1-D params."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            skip = param.dim() < 2 or "embedding" in name.lower()
+            (no_decay if skip else decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return [group for group in groups if group["params"]]
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over the model's decay groups with the config's lr and betas."""
+    return torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr,
+                             betas=config.betas)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> LambdaLR:
+    """LambdaLR following `lr_multiplier`; its state is only the step count, so it saves as JSON."""
+    return LambdaLR(optimizer, lambda step: lr_multiplier(config, step))
+
+
+class _Window:
+    """Loss, tokens and train-only wall time since the last logged record."""
+
+    def __init__(self) -> None:
+        self.loss = torch.zeros(())
+        self.steps = 0
+        self.tokens = 0
+        self.start = time.perf_counter()
+
+    def add(self, loss: Tensor, tokens: int) -> None:
+        self.loss = self.loss.to(loss.device) + loss
+        self.steps += 1
+        self.tokens += tokens
+
+    def summary(self) -> dict[str, float]:
+        seconds = max(time.perf_counter() - self.start, 1e-9)
+        loss = self.loss.item() / max(self.steps, 1)
+        return {"loss": loss, "tokens_per_s": self.tokens / seconds}
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Leave the time spent inside (checkpointing) out of tokens/s."""
+        began = time.perf_counter()
+        yield
+        self.start += time.perf_counter() - began
+
+
+class Trainer:
+    """Trains a model on a batch source; logs, evaluates and checkpoints into `run_dir`.
+
+    `valid_data` is a re-iterable of batches or a function returning a fresh iterable.
+    Resumed runs are bit-identical to uninterrupted ones on CPU; on GPU, as far as the kernels
+    are deterministic.
+    """
+
+    def __init__(self, model: nn.Module, config: TrainConfig, train_data: BatchSource,
+                 run_dir: str | Path,
+                 valid_data: Iterable[Batch] | Callable[[], Iterable[Batch]] | None = None,
+                 resume: bool = False) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.device = resolve_device(config.device)
+        self.model = model.to(self.device)
+        self.train_data = train_data
+        self.valid_data = valid_data
+        self.optimizer = build_optimizer(self.model, config)
+        self.scheduler = build_scheduler(self.optimizer, config)
+        self.step = 0
+        self.tokens_seen = 0
+        if resume:
+            checkpoint = find_checkpoint(self.run_dir)
+            if checkpoint is None:
+                raise CheckpointError(f"{self.run_dir}: no checkpoint to resume from")
+            self.load_checkpoint(checkpoint)
+            self._truncate_metrics()
+        else:
+            if (self.run_dir / METRICS_FILE).exists() or find_checkpoint(self.run_dir):
+                raise ConfigError(f"'run_dir' {self.run_dir} already holds a run; pass "
+                                  "resume=True to continue it or choose a new directory")
+            seed_everything(config.seed)
+        self._write_run_info(resumed=resume)
+
+    def train(self) -> dict[str, float]:
+        """Run optimiser steps up to max_steps; returns the last logged record."""
+        cfg = self.config
+        self.model.train()
+        bar = tqdm(total=cfg.max_steps, initial=self.step, unit="step", dynamic_ncols=True,
+                   disable=None if cfg.progress else True)
+        window, record = _Window(), {}
+        try:
+            while self.step < cfg.max_steps:
+                lr = self.optimizer.param_groups[0]["lr"]
+                window.add(*self._train_step())
+                bar.update(1)
+                last = self.step == cfg.max_steps
+                evaluate = cfg.eval_every > 0 and self.valid_data is not None and (
+                    self.step % cfg.eval_every == 0 or last)
+                if evaluate or last or self.step % cfg.log_every == 0:
+                    record = {"step": self.step, **window.summary(), "lr": lr}
+                    if evaluate:
+                        record.update(self.evaluate())
+                    self._log(record)
+                    bar.set_postfix(loss=f"{record['loss']:.4f}",
+                                    tok_s=f"{record['tokens_per_s']:.0f}", refresh=False)
+                    window = _Window()
+                if last or (cfg.save_every > 0 and self.step % cfg.save_every == 0):
+                    with window.paused():
+                        self.save_checkpoint()
+        finally:
+            bar.close()
+        return record
+
+    def _train_step(self) -> tuple[Tensor, int]:
+        """One optimiser step over grad_accum_steps micro-batches; grads stay until the next."""
+        accum = self.config.grad_accum_steps
+        self.optimizer.zero_grad(set_to_none=True)
+        total, tokens = torch.zeros((), device=self.device), 0
+        for _ in range(accum):
+            batch = self._to_device(self.train_data.next_batch())
+            with self._autocast():
+                loss = self.model.loss(**batch).float() / accum
+            loss.backward()
+            total += loss.detach()
+            tokens += batch["input_ids"].numel()
+        if self.config.clip_norm is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        self.tokens_seen += tokens
+        return total, tokens
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Validation loss (mean over input tokens) and perplexity, in eval mode."""
+        if self.valid_data is None:
+            raise ConfigError("evaluate() needs 'valid_data'")
+        batches = self.valid_data() if callable(self.valid_data) else self.valid_data
+        was_training = self.model.training
+        self.model.eval()
+        total, count = torch.zeros((), device=self.device), 0
+        for batch in itertools.islice(batches, self.config.eval_batches):
+            batch = self._to_device(batch)
+            with self._autocast():
+                loss = self.model.loss(**batch).float()
+            total += loss * batch["input_ids"].numel()
+            count += batch["input_ids"].numel()
+        self.model.train(was_training)
+        if count == 0:
+            raise ConfigError("'valid_data' yielded no batches")
+        mean = total.item() / count
+        return {"valid_loss": mean, "valid_ppl": math.exp(mean)}
+
+    def save_checkpoint(self) -> Path:
+        """Write weights and training state to run_dir/checkpoint, replacing it atomically."""
+        final = self.run_dir / CHECKPOINT_DIR
+        tmp = self.run_dir / f".{CHECKPOINT_DIR}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        self.model.save_pretrained(tmp)
+        tensors: dict[str, Tensor] = {}
+        meta = json.dumps(_flatten(self._training_state(), tensors))
+        atomic_write(tmp / STATE_TENSORS, lambda p: save_file(tensors, str(p)))
+        atomic_write(tmp / STATE_JSON, lambda p: p.write_text(meta))
+        _fsync_dir(tmp)
+        old = final.with_name(f"{CHECKPOINT_DIR}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            final.rename(old)
+        tmp.rename(final)
+        _fsync_dir(self.run_dir)
+        shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Restore weights, optimiser, scheduler, data position and RNG states from `path`."""
+        path = Path(path)
+        try:
+            tensors = load_file(str(path / STATE_TENSORS))
+            state = _unflatten(json.loads((path / STATE_JSON).read_text()), tensors)
+            self.model.load_state_dict(load_weights(path, self.device), strict=True)
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.train_data.load_state_dict(state["data"])
+            _set_rng_state(state["rng"])
+            self.step, self.tokens_seen = state["step"], state["tokens_seen"]
+        except (OSError, KeyError, TypeError, ValueError, RuntimeError, SafetensorError) as err:
+            raise CheckpointError(f"{path}: cannot resume from this checkpoint ({err})") from None
+
+    def _training_state(self) -> dict[str, Any]:
+        return {"step": self.step, "tokens_seen": self.tokens_seen,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "data": self.train_data.state_dict(), "rng": _rng_state()}
+
+    def _to_device(self, batch: Batch) -> Batch:
+        return {k: v.to(self.device, non_blocking=True) if isinstance(v, Tensor) else v
+                for k, v in batch.items()}
+
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16)
+
+    def _log(self, record: dict[str, float]) -> None:
+        with open(self.run_dir / METRICS_FILE, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def _truncate_metrics(self) -> None:
+        """Drop records past the checkpoint, left by the interrupted run, before continuing."""
+        path = self.run_dir / METRICS_FILE
+        if not path.exists():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                if json.loads(line)["step"] <= self.step:
+                    kept.append(line + "\n")
+            except (ValueError, KeyError, TypeError):
+                continue
+        atomic_write(path, lambda p: p.write_text("".join(kept)))
+
+    def _write_run_info(self, resumed: bool) -> None:
+        path = self.run_dir / RUN_FILE
+        resumes = []
+        if resumed and path.exists():
+            resumes = json.loads(path.read_text()).get("resumed_at_steps", [])
+        model_config = getattr(self.model, "config", None)
+        info = {"train_config": self.config.to_dict(),
+                "model_config": model_config.to_dict() if model_config is not None else None,
+                "seed": self.config.seed, "device": str(self.device),
+                "versions": _versions(),
+                "resumed_at_steps": resumes + ([self.step] if resumed else [])}
+        atomic_write(path, lambda p: p.write_text(json.dumps(info, indent=2)))
+
+
+def train_on_tokens(model: nn.Module, config: TrainConfig, train_tokens: Tensor, seq_len: int,
+                    run_dir: str | Path, valid_tokens: Tensor | None = None,
+                    resume: bool = False) -> Trainer:
+    """Train on random windows of one token stream, validating on consecutive windows."""
+    source = TokenWindows(train_tokens, seq_len, config.batch_size, seed=config.seed)
+    valid = None
+    if valid_tokens is not None:
+        valid = functools.partial(eval_batches, valid_tokens, seq_len, config.batch_size,
+                                  config.eval_batches)
+        valid()  # checks the arguments now rather than at the first evaluation
+    trainer = Trainer(model, config, source, run_dir, valid, resume=resume)
+    trainer.train()
+    return trainer
+
+
+def find_checkpoint(run_dir: str | Path) -> Path | None:
+    """The run's checkpoint dir, or the previous one if a save was cut off mid-swap; else None."""
+    for name in (CHECKPOINT_DIR, f"{CHECKPOINT_DIR}.old"):
+        if (Path(run_dir) / name / STATE_JSON).is_file():
+            return Path(run_dir) / name
+    return None
+
+
+def _versions() -> dict[str, str]:
+    try:
+        bioxlstm_version = metadata.version("bioxlstm")
+    except metadata.PackageNotFoundError:
+        bioxlstm_version = "unknown"
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "numpy": np.__version__, "bioxlstm": bioxlstm_version}
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename inside `path` durable (POSIX; a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _rng_state() -> dict[str, Any]:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+             "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _flatten(obj: Any, tensors: dict[str, Tensor]) -> Any:
+    """JSON-ready copy of a state dict; tensors move into `tensors` (saved as safetensors)."""
+    if isinstance(obj, Tensor):
+        key = str(len(tensors))
+        tensors[key] = obj.detach().to("cpu", memory_format=torch.contiguous_format, copy=True)
+        return {"__tensor__": key}
+    if isinstance(obj, dict):
+        if all(isinstance(k, str) for k in obj):
+            return {k: _flatten(v, tensors) for k, v in obj.items()}
+        return {"__items__": [[_flatten(k, tensors), _flatten(v, tensors)]
+                              for k, v in obj.items()]}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_flatten(v, tensors) for v in obj]}
+    if isinstance(obj, list):
+        return [_flatten(v, tensors) for v in obj]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise CheckpointError(f"cannot store a {type(obj).__name__} in the training state")
+
+
+def _unflatten(obj: Any, tensors: dict[str, Tensor]) -> Any:
+    """Inverse of `_flatten`."""
+    if isinstance(obj, list):
+        return [_unflatten(v, tensors) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    if "__tensor__" in obj:
+        return tensors[obj["__tensor__"]]
+    if "__tuple__" in obj:
+        return tuple(_unflatten(v, tensors) for v in obj["__tuple__"])
+    if "__items__" in obj:
+        return {_unflatten(k, tensors): _unflatten(v, tensors) for k, v in obj["__items__"]}
+    return {k: _unflatten(v, tensors) for k, v in obj.items()}

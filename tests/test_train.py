@@ -1,0 +1,229 @@
+"""The training loop: it learns, resumes exactly, schedules, groups, accumulates and records."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from bioxlstm import XLSTMLanguageModel, preset
+from bioxlstm.data.batches import BatchSource, TokenWindows, eval_batches
+from bioxlstm.errors import CheckpointError, ConfigError
+from bioxlstm.train import (
+    TrainConfig,
+    Trainer,
+    build_scheduler,
+    lr_multiplier,
+    parameter_groups,
+    train_on_tokens,
+)
+
+
+class FixedBatches:
+    """A batch source cycling through given batches (a fixed batch when given one)."""
+
+    def __init__(self, *batches: torch.Tensor) -> None:
+        self.batches, self.drawn = batches, 0
+
+    def next_batch(self) -> dict[str, torch.Tensor]:
+        self.drawn += 1
+        return {"input_ids": self.batches[(self.drawn - 1) % len(self.batches)]}
+
+    def state_dict(self) -> dict[str, int]:
+        return {"drawn": self.drawn}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.drawn = state["drawn"]
+
+
+class Interrupted(Exception):
+    pass
+
+
+class CrashAfter:
+    """Wraps a source and raises after `limit` batches, as a killed job would stop."""
+
+    def __init__(self, source: BatchSource, limit: int) -> None:
+        self.source, self.limit = source, limit
+
+    def next_batch(self) -> dict[str, torch.Tensor]:
+        self.limit -= 1
+        if self.limit < 0:
+            raise Interrupted
+        return self.source.next_batch()
+
+    def state_dict(self) -> dict:
+        return self.source.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.source.load_state_dict(state)
+
+
+def tiny_model(seed: int = 0, **overrides) -> XLSTMLanguageModel:
+    torch.manual_seed(seed)
+    return XLSTMLanguageModel(preset("tiny-mlstm", **overrides))
+
+
+def config(**fields) -> TrainConfig:
+    return TrainConfig(**{"device": "cpu", "progress": False, "log_every": 1, **fields})
+
+
+def tokens(n: int, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, 12, (n,), generator=torch.Generator().manual_seed(seed))
+
+
+def test_tiny_model_overfits_a_fixed_batch(tmp_path):
+    batch = tokens(4 * 32).view(4, 32)
+    model = tiny_model()
+    assert model.loss(batch).item() > 2.0
+    cfg = config(lr=1e-2, max_steps=30, schedule="constant", weight_decay=0.0, log_every=10)
+    Trainer(model, cfg, FixedBatches(batch), tmp_path).train()
+    assert model.loss(batch).item() < 0.1
+
+
+def test_resumed_run_matches_uninterrupted_run_bit_for_bit(tmp_path):
+    cfg = config(lr=3e-3, max_steps=6, warmup_steps=2, min_lr=1e-4, grad_accum_steps=2,
+                 batch_size=2, save_every=3, eval_every=3, eval_batches=2)
+    stream, valid = tokens(2_000), list(eval_batches(tokens(500, seed=1), 32, 2))
+    straight = tiny_model(dropout=0.1)
+    Trainer(straight, cfg, TokenWindows(stream, 32, 2, seed=5), tmp_path / "a", valid).train()
+
+    crashing = CrashAfter(TokenWindows(stream, 32, 2, seed=5), limit=2 * 4 + 1)
+    with pytest.raises(Interrupted):
+        Trainer(tiny_model(dropout=0.1), cfg, crashing, tmp_path / "b", valid).train()
+    resumed = tiny_model(seed=99, dropout=0.1)
+    trainer = Trainer(resumed, cfg, TokenWindows(stream, 32, 2, seed=5), tmp_path / "b", valid,
+                      resume=True)
+    assert trainer.step == 3
+    trainer.train()
+
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    steps = [json.loads(line)["step"] for line in (tmp_path / "b/metrics.jsonl").open()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    assert json.loads((tmp_path / "b/run.json").read_text())["resumed_at_steps"] == [3]
+
+
+def test_resume_needs_a_checkpoint_and_fresh_runs_refuse_a_used_dir(tmp_path):
+    cfg = config(max_steps=1)
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        Trainer(tiny_model(), cfg, FixedBatches(tokens(64).view(2, 32)), tmp_path, resume=True)
+    Trainer(tiny_model(), cfg, FixedBatches(tokens(64).view(2, 32)), tmp_path).train()
+    with pytest.raises(ConfigError, match="run_dir"):
+        Trainer(tiny_model(), cfg, FixedBatches(tokens(64).view(2, 32)), tmp_path)
+
+
+def lrs(cfg: TrainConfig) -> list[float]:
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    scheduler = build_scheduler(optimizer, cfg)
+    seen = []
+    for _ in range(cfg.max_steps):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return seen
+
+
+def test_cosine_schedule_warms_up_then_decays_to_min_lr():
+    seen = lrs(config(lr=1.0, min_lr=0.1, warmup_steps=4, max_steps=20))
+    assert seen[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert all(a > b for a, b in zip(seen[3:], seen[4:]))
+    assert seen[-1] == pytest.approx(0.1)
+    assert seen[11] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 8 / 16)))
+
+
+def test_constant_schedule_holds_lr_after_warmup_fraction():
+    cfg = config(lr=2.0, schedule="constant", warmup_fraction=0.25, max_steps=12)
+    assert cfg.warmup == 3
+    assert lrs(cfg) == pytest.approx([2 / 3, 4 / 3] + [2.0] * 10)
+    assert lr_multiplier(cfg, 1_000) == 1.0
+
+
+def test_decay_groups_exclude_biases_norms_and_embeddings():
+    model = tiny_model()
+    decay, no_decay = parameter_groups(model, 0.1)
+    assert (decay["weight_decay"], no_decay["weight_decay"]) == (0.1, 0.0)
+    ids = {id(p) for p in no_decay["params"]}
+    names = {name: id(p) in ids for name, p in model.named_parameters()}
+    assert names["embedding.weight"] and names["norm.weight"]
+    assert names["stack.blocks.0.layer.igate.bias"] and names["stack.blocks.0.norm.weight"]
+    assert not names["head.weight"] and not names["stack.blocks.0.layer.proj_up.weight"]
+    assert all(p.dim() >= 2 for p in decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+def test_two_accumulated_half_batches_equal_one_full_batch(tmp_path):
+    batch = tokens(4 * 32).view(4, 32)
+    full, halves = tiny_model(), tiny_model()
+    runs = [(full, config(clip_norm=None, max_steps=1), FixedBatches(batch)),
+            (halves, config(clip_norm=None, max_steps=1, grad_accum_steps=2),
+             FixedBatches(batch[:2], batch[2:]))]
+    losses = []
+    for (model, cfg, source), run_dir in zip(runs, ("full", "halves")):
+        trainer = Trainer(model, cfg, source, tmp_path / run_dir)
+        losses.append(trainer.train()["loss"])
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    for (name, a), b in zip(full.named_parameters(), halves.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6, msg=name)
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+
+
+def test_metrics_run_info_and_checkpoint_are_written(tmp_path):
+    model = tiny_model()
+    cfg = config(max_steps=4, eval_every=2, eval_batches=3, log_every=3, batch_size=2, bf16=True)
+    train_on_tokens(model, cfg, tokens(1_000), 32, tmp_path, valid_tokens=tokens(400, seed=2))
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").open()]
+    assert [r["step"] for r in records] == [2, 3, 4]
+    assert all({"loss", "lr", "tokens_per_s"} <= r.keys() for r in records)
+    assert all(math.isfinite(r["loss"]) and r["tokens_per_s"] > 0 for r in records)
+    assert ["valid_loss" in r for r in records] == [True, False, True]
+    assert records[0]["valid_ppl"] == pytest.approx(math.exp(records[0]["valid_loss"]))
+    info = json.loads((tmp_path / "run.json").read_text())
+    assert info["train_config"] == cfg.to_dict()
+    assert info["model_config"] == model.config.to_dict()
+    assert info["seed"] == 0 and {"python", "torch", "bioxlstm"} <= info["versions"].keys()
+    loaded = XLSTMLanguageModel.from_pretrained(tmp_path / "checkpoint")
+    for a, b in zip(model.state_dict().values(), loaded.state_dict().values()):
+        assert torch.equal(a, b)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "metrics.jsonl",
+                                                          "run.json"]
+
+
+@pytest.mark.parametrize("field, value", [
+    ("lr", -1.0), ("min_lr", 5.0), ("betas", (0.9,)), ("weight_decay", -0.1),
+    ("schedule", "linear"), ("max_steps", 0), ("grad_accum_steps", 1.5), ("clip_norm", 0),
+    ("warmup_fraction", 1.5), ("warmup_steps", 5_000), ("bf16", "yes"), ("device", "gpu0"),
+    ("seed", -1),
+])
+def test_bad_train_config_fields_are_named(field, value):
+    with pytest.raises(ConfigError, match=f"'{field}'"):
+        TrainConfig(**{field: value})
+
+
+def test_train_config_round_trips_and_rejects_unknown_fields(tmp_path):
+    cfg = config(lr=6e-4, warmup_steps=500, max_steps=10_000)
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    (tmp_path / "run.yaml").write_text("train:\n  lr: 0.0006\n  betas: [0.9, 0.99]\n")
+    assert TrainConfig.from_file(tmp_path / "run.yaml").betas == (0.9, 0.99)
+    with pytest.raises(ConfigError, match="learning_rate"):
+        TrainConfig.from_dict({"learning_rate": 1e-3})
+
+
+def test_token_windows_resume_their_stream_and_eval_batches_cover_in_order():
+    source = TokenWindows(tokens(500), 16, 3, seed=1)
+    source.next_batch()
+    state = source.state_dict()
+    expected = [source.next_batch()["input_ids"] for _ in range(3)]
+    again = TokenWindows(tokens(500), 16, 3, seed=7)
+    again.load_state_dict(state)
+    assert all(torch.equal(e, again.next_batch()["input_ids"]) for e in expected)
+    assert not torch.equal(expected[0], expected[1])
+    stream = tokens(100)
+    blocks = [b["input_ids"] for b in eval_batches(stream, 16, 4)]
+    assert [tuple(b.shape) for b in blocks] == [(4, 16), (2, 16)]
+    assert torch.equal(torch.cat(blocks).flatten(), stream[:96])
+    assert len(list(eval_batches(stream, 16, 1, max_batches=2))) == 2
+    with pytest.raises(ConfigError, match="seq_len"):
+        TokenWindows(stream, 0, 2)
