@@ -168,12 +168,13 @@ def _chunks(
     # state entering each chunk: a sequential scan over chunks of elementwise updates only
     Cs, ns, ms = [C0], [n0], [m0]
     C, n, m = C0, n0, m0
-    for c in range(NC):
-        m_new = torch.maximum(g[..., c] + m, a[..., c])
-        ws = torch.exp(g[..., c] + m - m_new)
-        wi = torch.exp(a[..., c] - m_new)
-        C = ws[..., None, None] * C + wi[..., None, None] * kv[:, :, c]
-        n = ws.unsqueeze(-1) * n + wi.unsqueeze(-1) * kn[:, :, c]
+    # unbind once: indexing a chunk per step would make autograd copy the whole tensor per step
+    for g_c, a_c, kv_c, kn_c in zip(g.unbind(2), a.unbind(2), kv.unbind(2), kn.unbind(2)):
+        m_new = torch.maximum(g_c + m, a_c)
+        ws = torch.exp(g_c + m - m_new)
+        wi = torch.exp(a_c - m_new)
+        C = ws[..., None, None] * C + wi[..., None, None] * kv_c
+        n = ws.unsqueeze(-1) * n + wi.unsqueeze(-1) * kn_c
         m = m_new
         Cs.append(C)
         ns.append(n)
