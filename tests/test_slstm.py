@@ -1,9 +1,10 @@
 """The sLSTM cell: scan == step by step, state carried across calls, against a naive reference."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
-from bioxlstm.layers.slstm import slstm_scan, slstm_step
+from bioxlstm.layers.slstm import slstm_scan, slstm_scan_reference, slstm_step
 
 
 def inputs(B=2, S=33, NH=2, DH=4, dtype=torch.float64, scale=1.0):
@@ -40,9 +41,9 @@ def test_scan_equals_step_by_step():
     state = tuple(torch.zeros(2, 2, 4, dtype=wx.dtype) for _ in range(4))
     for t in range(wx.shape[1]):
         state = slstm_step(wx[:, t], state, R, b)
-        torch.testing.assert_close(state[0], h[:, t], atol=0, rtol=0)
+        torch.testing.assert_close(state[0], h[:, t], atol=1e-13, rtol=1e-12)
     for a, e in zip(state, end):
-        torch.testing.assert_close(a, e, atol=0, rtol=0)
+        torch.testing.assert_close(a, e, atol=1e-13, rtol=1e-12)
 
 
 def test_split_with_state_equals_one_call():
@@ -68,3 +69,38 @@ def test_extreme_gates_and_long_sequences_stay_finite():
     F.mse_loss(h, torch.zeros_like(h)).backward()
     assert torch.isfinite(h).all() and all(torch.isfinite(s).all() for s in state)
     assert torch.isfinite(wx.grad).all()
+
+
+def random_state(B=2, NH=2, DH=4):
+    h, c, m = (torch.randn(B, NH, DH, dtype=torch.float64) for _ in range(3))
+    n = torch.rand(B, NH, DH, dtype=torch.float64) + 0.5
+    return h, c, n, m
+
+
+@pytest.mark.parametrize("with_state", [False, True])
+def test_fused_backward_equals_autograd_through_steps(with_state):
+    wx, R, b = inputs(S=21)
+    state = random_state() if with_state else None
+    leaves = [wx, R, b] + (list(state[:3]) if with_state else [])
+    for t in leaves:
+        t.requires_grad_(True)
+    fused, fused_end = slstm_scan(wx, R, b, state)
+    ref, ref_end = slstm_scan_reference(wx, R, b, state)
+    torch.testing.assert_close(fused, ref, atol=1e-12, rtol=1e-12)
+    for a, e in zip(fused_end, ref_end):
+        torch.testing.assert_close(a, e, atol=1e-12, rtol=1e-12)
+    upstream = torch.randn_like(fused)
+    grads = torch.autograd.grad((fused * upstream).sum() + fused_end[0].sum(), leaves)
+    ref_grads = torch.autograd.grad((ref * upstream).sum() + ref_end[0].sum(), leaves)
+    for a, e in zip(grads, ref_grads):
+        torch.testing.assert_close(a, e, atol=1e-11, rtol=1e-10)
+
+
+def test_fused_scan_works_under_bf16_autocast():
+    wx, R, b = (t.float() for t in inputs(S=9))
+    wx.requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        h, _ = slstm_scan(wx.bfloat16(), R, b)
+    h.float().sum().backward()
+    ref, _ = slstm_scan_reference(wx, R, b)
+    assert torch.isfinite(wx.grad).all() and (h.float() - ref).abs().max() < 0.05

@@ -4,6 +4,11 @@ The input projections for all steps are computed by the caller at once; only the
 R h_{t-1} (block-diagonal per head) and the pointwise update run inside the loop.
 State (h, c, n, m), each (B, NH, DH); a missing state means zeros, and a cell whose normaliser n
 is still 0 takes m = i~ as its stabiliser on its first step (SPEC section 1).
+
+Two implementations of the same scan: `slstm_step` in a loop under autograd (the reference), and
+`SLSTMScan`, which runs the same loop without recording it and back-propagates through time by
+hand. Its backward treats the stabiliser m as a constant, which is exact: c and n both carry the
+factor exp(-m), so h = sigma(o) c / n does not depend on it.
 """
 
 from __future__ import annotations
@@ -22,12 +27,16 @@ def slstm_zero_state(wx: Tensor) -> SLSTMState:
     return z, z, z, z
 
 
+def _recurrent(h: Tensor, R: Tensor) -> Tensor:
+    """R h per head: h (B, NH, DH), R (NH, DH, 4 DH) -> (B, 4, NH, DH)."""
+    B, NH, DH = h.shape
+    return torch.bmm(h.transpose(0, 1), R).view(NH, B, 4, DH).permute(1, 2, 0, 3)
+
+
 def slstm_step(wx_t: Tensor, state: SLSTMState, R: Tensor, bias: Tensor) -> SLSTMState:
     """One step. wx_t (B, 4, NH, DH) input part of the gates (i, f, z, o); R (NH, DH, 4 * DH)."""
     h, c, n, m = state
-    B, NH, DH = h.shape
-    rec = torch.bmm(h.transpose(0, 1), R.to(h.dtype)).view(NH, B, 4, DH).permute(1, 2, 0, 3)
-    raw = wx_t.to(h.dtype) + rec + bias.to(h.dtype)
+    raw = wx_t.to(h.dtype) + _recurrent(h, R.to(h.dtype)) + bias.to(h.dtype)
     i_raw, f_raw, z_raw, o_raw = raw.unbind(1)
     lf = F.logsigmoid(f_raw)
     m_new = torch.where(n == 0, i_raw, torch.maximum(i_raw, lf + m))
@@ -39,15 +48,101 @@ def slstm_step(wx_t: Tensor, state: SLSTMState, R: Tensor, bias: Tensor) -> SLST
     return h, c, n, m_new
 
 
-def slstm_scan(
+def slstm_scan_reference(
     wx: Tensor, R: Tensor, bias: Tensor, state: SLSTMState | None = None
 ) -> tuple[Tensor, SLSTMState]:
-    """Run the recurrence over S steps. wx (B, S, 4, NH, DH) -> h (B, S, NH, DH) and end state."""
-    if wx.dim() != 5 or wx.shape[2] != 4:
-        raise ValueError(f"sLSTM expects gate inputs of shape (B, S, 4, NH, DH), got {tuple(wx.shape)}")
+    """The scan as a loop of `slstm_step` under autograd: the form the fast path is held to."""
+    _check(wx)
     state = slstm_zero_state(wx) if state is None else state
     hs = []
     for t in range(wx.shape[1]):
         state = slstm_step(wx[:, t], state, R, bias)
         hs.append(state[0])
     return torch.stack(hs, dim=1).to(wx.dtype), state
+
+
+class SLSTMScan(torch.autograd.Function):
+    """The scan with a hand-written backward through time; gradients reach wx, R, bias, h0, c0, n0.
+
+    The returned end state (c, n, m) is not differentiable; the end h is h[:, -1].
+    """
+
+    @staticmethod
+    def forward(ctx, wx: Tensor, R: Tensor, bias: Tensor, h0: Tensor, c0: Tensor, n0: Tensor,
+                m0: Tensor):
+        dt = h0.dtype
+        S = wx.shape[1]
+        xs = (wx.to(dt) + bias.to(dt)).transpose(0, 1).contiguous()  # (S, B, 4, NH, DH)
+        Rd = R.to(dt)
+        hs = h0.new_empty(S + 1, *h0.shape)
+        cs, ns = torch.empty_like(hs), torch.empty_like(hs)
+        acts = h0.new_empty(S, h0.shape[0], 5, *h0.shape[1:])  # ig, fg, tanh z, sig o, sig -f
+        hs[0], cs[0], ns[0] = h0, c0, n0
+        h, c, n, m = h0, c0, n0, m0
+        for t in range(S):
+            i_raw, f_raw, z_raw, o_raw = (xs[t] + _recurrent(h, Rd)).unbind(1)
+            lf = F.logsigmoid(f_raw)
+            m_new = torch.where(n == 0, i_raw, torch.maximum(i_raw, lf + m))
+            a = acts[t]
+            torch.exp(i_raw - m_new, out=a[:, 0])
+            torch.exp(lf + m - m_new, out=a[:, 1])
+            torch.tanh(z_raw, out=a[:, 2])
+            torch.sigmoid(o_raw, out=a[:, 3])
+            torch.sigmoid(-f_raw, out=a[:, 4])
+            c = torch.addcmul(a[:, 1] * c, a[:, 0], a[:, 2], out=cs[t + 1])
+            n = torch.add(a[:, 1] * n, a[:, 0], out=ns[t + 1])
+            h = torch.mul(a[:, 3], c / n, out=hs[t + 1])
+            m = m_new
+        ctx.save_for_backward(Rd, hs, cs, ns, acts)
+        ctx.in_dtypes = (wx.dtype, R.dtype, bias.dtype)
+        out = hs[1:].transpose(0, 1).to(wx.dtype)
+        ctx.mark_non_differentiable(c, n, m)
+        return out, h, c, n, m
+
+    @staticmethod
+    def backward(ctx, d_out: Tensor, d_h_end: Tensor, *_):
+        Rd, hs, cs, ns, acts = ctx.saved_tensors
+        S, B = acts.shape[0], acts.shape[1]
+        NH, DH = hs.shape[2], hs.shape[3]
+        d_out = d_out.to(hs.dtype).transpose(0, 1)
+        d_raw = acts.new_empty(S, B, 4, NH, DH)
+        dh_rec = d_h_end.to(hs.dtype) if d_h_end is not None else torch.zeros_like(hs[0])
+        dc_next = torch.zeros_like(hs[0])
+        dn_next = torch.zeros_like(hs[0])
+        Rt = Rd.transpose(1, 2)
+        for t in range(S - 1, -1, -1):
+            ig, fg, tz, so, sf = acts[t].unbind(1)
+            c, n = cs[t + 1], ns[t + 1]
+            dh = d_out[t] + dh_rec
+            r = c / n
+            dc = dc_next + dh * so / n
+            dn = dn_next - dh * so * r / n
+            g = d_raw[t]
+            torch.mul(dc * tz + dn, ig, out=g[:, 0])
+            torch.mul((dc * cs[t] + dn * ns[t]) * fg, sf, out=g[:, 1])
+            torch.mul(dc * ig, 1 - tz * tz, out=g[:, 2])
+            torch.mul(dh * r, so * (1 - so), out=g[:, 3])
+            dc_next, dn_next = dc * fg, dn * fg
+            dh_rec = torch.bmm(g.permute(2, 0, 1, 3).reshape(NH, B, 4 * DH), Rt).transpose(0, 1)
+        d_rawf = d_raw.permute(3, 0, 1, 2, 4).reshape(NH, S * B, 4 * DH)
+        h_prev = hs[:-1].permute(2, 0, 1, 3).reshape(NH, S * B, DH)
+        dR = torch.bmm(h_prev.transpose(1, 2), d_rawf)
+        d_bias = d_raw.sum((0, 1))
+        d_wx = d_raw.transpose(0, 1)
+        wx_dt, R_dt, b_dt = ctx.in_dtypes
+        return (d_wx.to(wx_dt), dR.to(R_dt), d_bias.to(b_dt), dh_rec, dc_next, dn_next, None)
+
+
+def slstm_scan(
+    wx: Tensor, R: Tensor, bias: Tensor, state: SLSTMState | None = None
+) -> tuple[Tensor, SLSTMState]:
+    """Run the recurrence over S steps. wx (B, S, 4, NH, DH) -> h (B, S, NH, DH) and end state."""
+    _check(wx)
+    h0, c0, n0, m0 = slstm_zero_state(wx) if state is None else state
+    out, h, c, n, m = SLSTMScan.apply(wx, R, bias, h0, c0, n0, m0)
+    return out, (h, c, n, m)
+
+
+def _check(wx: Tensor) -> None:
+    if wx.dim() != 5 or wx.shape[2] != 4:
+        raise ValueError(f"sLSTM expects gate inputs of shape (B, S, 4, NH, DH), got {tuple(wx.shape)}")
