@@ -67,6 +67,13 @@ def test_generation_is_reproducible_with_a_seeded_generator():
     assert torch.equal(a, b)
 
 
+def test_suppressed_tokens_are_never_drawn():
+    model = tiny("tiny-mlstm")
+    gen = model.generate(ids(S=3), 30, suppress_tokens=list(range(7)) + [11],
+                         generator=torch.Generator().manual_seed(0))
+    assert ((gen[:, 3:] >= 7) & (gen[:, 3:] <= 10)).all()
+
+
 def test_generation_stops_at_stop_token():
     model = tiny("tiny-mlstm")
     bias_logits = torch.zeros(12)

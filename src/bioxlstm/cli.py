@@ -55,10 +55,13 @@ def _generate(args: argparse.Namespace) -> None:
 
     model = XLSTMLanguageModel.from_pretrained(args.checkpoint).eval()
     alphabet = get_alphabet(args.alphabet or model.config.alphabet or "dna")
-    prompt = [alphabet.id(SEPARATORS[alphabet.name]), *alphabet.encode(args.prompt, "prompt")]
+    sep = alphabet.id(SEPARATORS[alphabet.name])
+    prompt = [sep, *alphabet.encode(args.prompt, "prompt")]
+    specials = [alphabet.id(t) for t in alphabet.specials if alphabet.id(t) != sep]
     generator = torch.Generator().manual_seed(args.seed)
     out = model.generate(torch.tensor([prompt] * args.num), args.length, args.temperature,
-                         args.top_k, args.top_p, generator)
+                         args.top_k, args.top_p, generator, stop_token=sep,
+                         suppress_tokens=specials)
     for j, row in enumerate(out):
         print(f">generated_{j + 1}\n{alphabet.decode(row)}")
 
@@ -101,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_train)
 
     p = sub.add_parser("generate", help="sample sequences from a checkpoint",
-                       description="Sample sequences one token at a time from the recurrent state.")
+                       description="Sample sequences one token at a time from the recurrent state; "
+                                   "a sequence ends at the record separator or after --length.")
     p.add_argument("checkpoint", help="checkpoint directory (config.json + model.safetensors)")
     p.add_argument("--prompt", default="", help="sequence to continue (default: empty)")
     p.add_argument("--alphabet", help="dna or protein (default: the checkpoint's)")

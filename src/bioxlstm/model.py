@@ -172,11 +172,12 @@ class XLSTMLanguageModel(nn.Module):
         top_p: float | None = None,
         generator: torch.Generator | None = None,
         stop_token: int | None = None,
+        suppress_tokens: list[int] | None = None,
     ) -> Tensor:
         """Continue each prompt (B, P) by up to max_new_tokens, one token at a time from the state.
 
         Memory per new token is constant: only the recurrent state is kept, never the past.
-        After `stop_token` a row keeps emitting `stop_token`.
+        After `stop_token` a row keeps emitting `stop_token`; `suppress_tokens` are never drawn.
         """
         if self.config.bidirectional:
             raise ValueError("a bidirectional model cannot generate: it needs the whole sequence")
@@ -187,6 +188,9 @@ class XLSTMLanguageModel(nn.Module):
         tokens = [prompt_ids]
         done = torch.zeros(prompt_ids.shape[0], dtype=torch.bool, device=prompt_ids.device)
         for _ in range(max_new_tokens):
+            if suppress_tokens:
+                logits = logits.index_fill(-1, torch.tensor(suppress_tokens, device=logits.device),
+                                           float("-inf"))
             nxt = sample_next(logits, temperature, top_k, top_p, generator)
             if stop_token is not None:
                 nxt = torch.where(done, torch.full_like(nxt, stop_token), nxt)

@@ -1,0 +1,61 @@
+"""DNA/protein alphabets, the FASTA reader and the k-mer baseline."""
+
+import gzip
+import math
+
+import pytest
+import torch
+
+from bioxlstm.alphabets import DNA, PROTEIN, AlphabetError, get_alphabet
+from bioxlstm.baselines.kmer import KmerModel
+from bioxlstm.data.fasta import FastaError, read_fasta
+
+
+def test_dna_ids_follow_the_spec():
+    assert DNA.encode("ACGTN") == [7, 8, 9, 10, 11] and len(DNA) == 12
+    assert DNA.encode("acgtn") == DNA.encode("ACGTN")
+    assert DNA.encode("RYK") == [11, 11, 11]
+    assert DNA.id("[MASK]") == 3 and DNA.id("[PAD]") == 4
+    comp = DNA.complement_ids()
+    assert [DNA.tokens[comp[DNA.id(b)]] for b in "ACGTN"] == list("TGCAN")
+    assert comp[DNA.id("[SEP]")] == DNA.id("[SEP]")
+    assert DNA.decode([2, 7, 8, 9]) == "ACG"
+
+
+def test_protein_ids_follow_the_spec():
+    assert len(PROTEIN) == 38
+    assert PROTEIN.encode("LAC") == [4, 5, 23]
+    assert PROTEIN.id("<mask-1>") == 33 and PROTEIN.id("-") == 30
+    assert get_alphabet("Protein") is PROTEIN
+
+
+def test_bad_character_names_record_and_position():
+    with pytest.raises(AlphabetError, match="record 'chr1', position 3: character '!'"):
+        DNA.encode("AC!T", record="chr1")
+    with pytest.raises(AlphabetError, match="unknown alphabet"):
+        get_alphabet("rna")
+
+
+def test_fasta_plain_and_gzip(tmp_path):
+    text = ">a desc\nACGT\nAC\n\n>b\nGG\n"
+    (tmp_path / "x.fa").write_text(text)
+    with gzip.open(tmp_path / "x.fa.gz", "wt") as fh:
+        fh.write(text)
+    for name in ("x.fa", "x.fa.gz"):
+        assert list(read_fasta(tmp_path / name)) == [("a", "ACGTAC"), ("b", "GG")]
+
+
+@pytest.mark.parametrize("text,message", [
+    ("", "no FASTA records"), ("ACGT\n", "before the first"), (">a\n>b\nAC\n", "'a' has no sequence"),
+])
+def test_fasta_errors(tmp_path, text, message):
+    path = tmp_path / "bad.fa"
+    path.write_text(text)
+    with pytest.raises(FastaError, match=message):
+        list(read_fasta(path))
+
+
+def test_kmer_model_learns_a_periodic_sequence():
+    tokens = torch.tensor([7, 8, 9, 10] * 200)
+    assert KmerModel(0, 12).fit(tokens).nll(tokens) == pytest.approx(math.log(4), rel=0.05)
+    assert KmerModel(2, 12).fit(tokens).nll(tokens) < 0.01

@@ -1,0 +1,52 @@
+"""The command line: presets table, train -> generate round trip, one-line errors."""
+
+import pytest
+import torch
+
+from bioxlstm import XLSTMLanguageModel, preset
+from bioxlstm.cli import main
+
+
+def test_presets_lists_every_preset_with_its_count(capsys):
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    assert "dna-xlstm-4m" in out and "3,747,912" in out and "prot-xlstm-102m" in out
+
+
+def test_help_explains_commands(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--help"])
+    assert exit_.value.code == 0
+    assert "--resume" in capsys.readouterr().out
+
+
+def test_train_then_generate(tmp_path, capsys):
+    fasta = tmp_path / "toy.fa"
+    torch.manual_seed(0)
+    seq = "".join("ACGT"[j] for j in torch.randint(0, 4, (3000,)))
+    fasta.write_text(f">toy\n{seq}\n")
+    model_yaml = tmp_path / "model.yaml"
+    model_yaml.write_text("preset: tiny-mlstm\n")
+    run = tmp_path / "run"
+    args = ["train", "--model-config", str(model_yaml), "--fasta", str(fasta), "--run-dir", str(run),
+            "--steps", "3", "--batch-size", "2", "--seq-len", "64", "--device", "cpu"]
+    assert main(args) == 0
+    assert (run / "checkpoint" / "model.safetensors").is_file() and (run / "metrics.jsonl").is_file()
+    assert main(["generate", str(run / "checkpoint"), "--prompt", "ACG", "--num", "2",
+                 "--length", "10", "--top-k", "3"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()[-4:]
+    assert lines[0] == ">generated_1" and lines[1].startswith("ACG") and len(lines[1]) <= 13
+    assert set(lines[1]) <= set("ACGTN")
+
+
+def test_user_errors_are_one_line(tmp_path, capsys):
+    assert main(["generate", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bioxlstm: error:") and err.count("\n") == 1
+    fasta = tmp_path / "bad.fa"
+    fasta.write_text(">r1\nACGTXACGT\n")
+    ckpt = tmp_path / "ckpt"
+    XLSTMLanguageModel(preset("tiny-mlstm")).save_pretrained(ckpt)
+    assert main(["train", "--preset", "tiny-mlstm", "--fasta", str(fasta), "--run-dir",
+                 str(tmp_path / "r"), "--steps", "1"]) == 2
+    assert "position 5" in capsys.readouterr().err
