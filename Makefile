@@ -23,7 +23,11 @@ demo: $(STAMP)
 	$(BIN)/bioxlstm demo
 
 bench: $(STAMP)
+	mkdir -p benchmarks/results docs/img
 	$(BIN)/python benchmarks/throughput.py --json benchmarks/results/throughput.json
+	$(BIN)/python benchmarks/generation.py --json benchmarks/results/generation.json
+	$(BIN)/python benchmarks/plot.py --throughput benchmarks/results/throughput.json \
+		--generation benchmarks/results/generation.json --out docs/img
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache runs

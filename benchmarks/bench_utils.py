@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import platform
 import re
 import resource
+import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -16,6 +20,7 @@ from torch import nn
 TRANSFORMER_PREFIX = "transformer:"
 DEFAULT_MODELS = ("dna-xlstm-500k", "transformer:dna-xlstm-500k",
                   "dna-xlstm-4m", "transformer:dna-xlstm-4m")
+STARTUP_GRACE_S = 60.0
 
 
 @dataclass
@@ -150,3 +155,57 @@ def max_rss_bytes() -> int:
     """The process's peak resident set size so far (ru_maxrss, in bytes)."""
     scale = 1 if sys.platform == "darwin" else 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def run_worker(script: str, case: dict[str, Any]) -> tuple[str, str]:
+    """Run `script --worker <case>`: its stdout, and why it ended early if it did."""
+    cmd = [sys.executable, script, "--worker", json.dumps(case)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=case["max_seconds"] + STARTUP_GRACE_S)
+        return out, describe_exit(proc.returncode, err)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        return out, f"skipped: over --max-seconds {case['max_seconds']:g} (worker killed)"
+
+
+def describe_exit(returncode: int, stderr: str) -> str:
+    """Why a worker ended without reporting every phase."""
+    if returncode < 0:
+        return f"skipped: worker killed by signal {-returncode} (out of memory?)"
+    tail = stderr.strip().splitlines()[-1:] or ["no output"]
+    return f"error: worker exited with {returncode}: {tail[0][:200]}"
+
+
+def sync(device: str) -> None:
+    """Wait for queued CUDA work, so wall-clock timings cover it."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def tensors(obj: Any) -> Iterator[torch.Tensor]:
+    """Every tensor inside nested lists, tuples, dicts and dataclasses."""
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, (list, tuple)):
+        for item in obj:
+            yield from tensors(item)
+    elif isinstance(obj, dict):
+        for item in obj.values():
+            yield from tensors(item)
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for f in dataclasses.fields(obj):
+            yield from tensors(getattr(obj, f.name))
+
+
+def tensor_bytes(obj: Any) -> int:
+    """Bytes of the elements of every tensor in obj (views count only their own elements)."""
+    return sum(t.numel() * t.element_size() for t in tensors(obj))
+
+
+def storage_bytes(obj: Any) -> int:
+    """Bytes of the distinct storages the tensors in obj keep alive (a view keeps its base)."""
+    storages = {(t.device, t.untyped_storage().data_ptr()): t.untyped_storage().nbytes()
+                for t in tensors(obj)}
+    return sum(storages.values())

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict
@@ -17,13 +16,20 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from bench_utils import DEFAULT_MODELS, ModelSpec, PeakMemory, build, machine_info, resolve
+from bench_utils import (
+    DEFAULT_MODELS,
+    ModelSpec,
+    PeakMemory,
+    build,
+    machine_info,
+    resolve,
+    run_worker,
+)
 
 PHASES = ("fwd", "train")
 FULL = dict(seq_lens="256,1024,4096,16384", batch_tokens=16384, repeats=3, warmup=1,
             max_seconds=120.0)
 QUICK = dict(seq_lens="256,1024", batch_tokens=2048, repeats=2, warmup=1, max_seconds=30.0)
-STARTUP_GRACE_S = 60.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -111,7 +117,7 @@ def run_case(case: dict[str, Any], over_budget: dict[str, str]) -> dict[str, Any
     spec = case["spec"]
     row: dict[str, Any] = dict(model=spec["name"], kind=spec["kind"], params=spec["params"],
                                seq_len=case["seq_len"], batch=case["batch"])
-    out, failure = run_worker(case) if case["phases"] else ("", "")
+    out, failure = run_worker(__file__, case) if case["phases"] else ("", "")
     for line in out.splitlines():
         if line.startswith("{"):
             row.update(json.loads(line))
@@ -124,27 +130,6 @@ def run_case(case: dict[str, Any], over_budget: dict[str, str]) -> dict[str, Any
         if row[phase]["status"] == "skipped" and phase not in over_budget:
             over_budget[phase] = f"skipped: already skipped at S={case['seq_len']}"
     return row
-
-
-def run_worker(case: dict[str, Any]) -> tuple[str, str]:
-    """The worker's stdout, and why it ended early if it did."""
-    cmd = [sys.executable, __file__, "--worker", json.dumps(case)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        out, err = proc.communicate(timeout=case["max_seconds"] + STARTUP_GRACE_S)
-        return out, describe_exit(proc.returncode, err)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-        return out, f"skipped: over --max-seconds {case['max_seconds']:g} (worker killed)"
-
-
-def describe_exit(returncode: int, stderr: str) -> str:
-    """Why a worker ended without reporting every phase."""
-    if returncode < 0:
-        return f"skipped: worker killed by signal {-returncode} (out of memory?)"
-    tail = stderr.strip().splitlines()[-1:] or ["no output"]
-    return f"error: worker exited with {returncode}: {tail[0][:200]}"
 
 
 def worker(case: dict[str, Any]) -> None:

@@ -61,7 +61,7 @@ class CausalConv1d(nn.Module):
             state = x.new_zeros(x.shape[0], K - 1, x.shape[2])
         xp = torch.cat([state.to(x.dtype), x], dim=1)
         y = F.conv1d(xp.transpose(1, 2), self.weight, self.bias, groups=x.shape[2])
-        return y.transpose(1, 2), xp[:, xp.shape[1] - (K - 1):]
+        return y.transpose(1, 2), xp[:, xp.shape[1] - (K - 1):].clone()
 
 
 class BlockDiagonalLinear(nn.Module):
