@@ -1,5 +1,6 @@
 """Norms, causal conv (with state), block-diagonal linear and rotary embeddings."""
 
+import pytest
 import torch
 
 from bioxlstm.layers.primitives import (
@@ -51,16 +52,24 @@ def test_causal_conv_is_causal_and_state_carries():
 def test_causal_conv_matches_padded_conv1d():
     conv = CausalConv1d(3, 4)
     x = torch.randn(1, 9, 3)
-    ref = torch.nn.functional.conv1d(x.transpose(1, 2), conv.weight, conv.bias, padding=3, groups=3)
+    ref = torch.nn.functional.conv1d(x.transpose(1, 2), conv.weight.unsqueeze(1), conv.bias, padding=3,
+                                     groups=3)
     torch.testing.assert_close(conv(x)[0], ref[..., :9].transpose(1, 2))
 
 
-def test_block_diagonal_linear_equals_dense_block_matrix():
-    bd = BlockDiagonalLinear(8, 4)
+@pytest.mark.parametrize("block_size", [4, 16])
+def test_block_diagonal_linear_equals_dense_block_matrix(block_size):
+    bd = BlockDiagonalLinear(32, block_size).double()
     torch.nn.init.normal_(bd.weight)
     dense = torch.block_diag(*bd.weight)
-    x = torch.randn(3, 5, 8)
+    x = torch.randn(3, 5, 32, dtype=torch.float64, requires_grad=True)
     torch.testing.assert_close(bd(x), x @ dense.T)
+    assert torch.autograd.gradcheck(bd, (x,))
+    up = torch.randn(3, 5, 32, dtype=torch.float64)
+    (bd(x) * up).sum().backward()
+    ref_w = torch.einsum("nho,nhi->hoi", up.reshape(-1, 32 // block_size, block_size),
+                         x.detach().reshape(-1, 32 // block_size, block_size))
+    torch.testing.assert_close(bd.weight.grad, ref_w)
 
 
 def test_rotary_preserves_norm_and_depends_on_relative_position():
@@ -70,3 +79,18 @@ def test_rotary_preserves_norm_and_depends_on_relative_position():
     dot = lambda a, b: (rotary(q, pos(a), 1e4) * rotary(k, pos(b), 1e4)).sum()  # noqa: E731
     torch.testing.assert_close(dot(7, 3), dot(104, 100))
     assert not torch.allclose(dot(7, 3), dot(7, 4))
+
+
+def test_causal_conv_gradients_match_autograd_of_padded_conv1d():
+    conv = CausalConv1d(3, 4).double()
+    x = torch.randn(2, 11, 3, dtype=torch.float64, requires_grad=True)
+    state = torch.randn(2, 3, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, s: conv(x, s)[0], (x, state))
+    y, _ = conv(x)
+    ref = torch.nn.functional.conv1d(x.transpose(1, 2), conv.weight.unsqueeze(1), conv.bias, padding=3,
+                                     groups=3)[..., :11].transpose(1, 2)
+    up = torch.randn_like(y)
+    grads = torch.autograd.grad((y * up).sum(), (x, conv.weight, conv.bias))
+    ref_grads = torch.autograd.grad((ref * up).sum(), (x, conv.weight, conv.bias))
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b)

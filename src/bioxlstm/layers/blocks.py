@@ -71,6 +71,13 @@ class MLSTMLayer(nn.Module):
             nn.init.zeros_(self.fgate.weight)
             self.fgate.bias.copy_(torch.linspace(3.0, 6.0, NH))
 
+    def _gates(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """Input and forget gate pre-activations from [q; k; v], without materialising the concat."""
+        D = q.shape[-1]
+        W = torch.cat([self.igate.weight, self.fgate.weight])
+        b = torch.cat([self.igate.bias, self.fgate.bias])
+        return F.linear(q, W[:, :D], b) + F.linear(k, W[:, D:2 * D]) + F.linear(v, W[:, 2 * D:])
+
     def forward(
         self, x: Tensor, state: BlockState = None, position_ids: Tensor | None = None
     ) -> tuple[Tensor, BlockState]:
@@ -81,9 +88,7 @@ class MLSTMLayer(nn.Module):
         c, conv_state = self.conv(x_m, conv_state)
         c = F.silu(c)
         q, k, v = self.q_proj(c), self.k_proj(c), self.v_proj(x_m)
-        gate_in = torch.cat([q, k, v], dim=-1)
-        i = self.igate(gate_in).transpose(1, 2)  # (B, NH, S)
-        f = self.fgate(gate_in).transpose(1, 2)
+        i, f = self._gates(q, k, v).transpose(1, 2).split(NH, dim=1)  # (B, NH, S) each
         q, k, v = (t.view(B, S, NH, -1).transpose(1, 2) for t in (q, k, v))
         if self.config.rope:
             if position_ids is None:
@@ -98,7 +103,7 @@ class MLSTMLayer(nn.Module):
             kernel = mlstm_kernel(self.config.mlstm_form)
             h, cell_state = kernel(q, k, v, i, f, cell_state, self.config.chunk_size)
         h = self.out_norm(h.transpose(1, 2))  # (B, S, D)
-        y = self.proj_down((h + self.skip * c) * F.silu(z))
+        y = self.proj_down(torch.addcmul(h, self.skip, c) * F.silu(z))
         return self.dropout(y), (conv_state, cell_state)
 
 

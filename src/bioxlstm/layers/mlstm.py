@@ -80,10 +80,10 @@ def _parallel_with_state(
     g = b[..., -1:]  # total log decay of the block
     log_in = g - b + ig  # weight of token j in the end state
     m_end = torch.maximum(g.squeeze(-1) + m0, log_in.amax(-1))
-    w_in = torch.exp(log_in - m_end.unsqueeze(-1)).unsqueeze(-1)  # (..., L, 1)
+    kw = ks * torch.exp(log_in - m_end.unsqueeze(-1)).unsqueeze(-1)  # (..., L, DH)
     w_state = torch.exp(g.squeeze(-1) + m0 - m_end)
-    C = w_state[..., None, None] * C0 + (ks * w_in).transpose(-1, -2) @ vs
-    n = w_state.unsqueeze(-1) * n0 + (ks * w_in).sum(-2)
+    C = w_state[..., None, None] * C0 + kw.transpose(-1, -2) @ vs
+    n = w_state.unsqueeze(-1) * n0 + kw.sum(-2)
     return h, (C, n, m_end)
 
 
@@ -161,9 +161,9 @@ def _chunks(
     # each chunk's own contribution to the state at its end, stabilised by its own max a
     log_in = g.unsqueeze(-1) - b + ig
     a = log_in.amax(-1)
-    w_in = torch.exp(log_in - a.unsqueeze(-1)).unsqueeze(-1)
-    kv = (ks * w_in).transpose(-1, -2) @ vs  # (B, NH, NC, DH, DV)
-    kn = (ks * w_in).sum(-2)  # (B, NH, NC, DH)
+    kw = ks * torch.exp(log_in - a.unsqueeze(-1)).unsqueeze(-1)
+    kv = kw.transpose(-1, -2) @ vs  # (B, NH, NC, DH, DV)
+    kn = kw.sum(-2)  # (B, NH, NC, DH)
 
     # state entering each chunk: a sequential scan over chunks of elementwise updates only
     Cs, ns, ms = [C0], [n0], [m0]

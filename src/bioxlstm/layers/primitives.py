@@ -44,15 +44,50 @@ class MultiHeadNorm(nn.Module):
         return y.flatten(-2) * (1.0 + self.weight)
 
 
+class _ShiftedMultiplyAdd(torch.autograd.Function):
+    """y[t] = b + sum_k w[:, k] * xp[t + k]: the depthwise causal conv on a left-padded input.
+
+    A hand-written backward keeps autograd from zero-filling a full-size gradient per tap.
+    """
+
+    @staticmethod
+    def forward(ctx, xp: Tensor, w: Tensor, b: Tensor) -> Tensor:
+        K = w.shape[1]
+        S = xp.shape[1] - K + 1
+        y = torch.addcmul(b, xp[:, :S], w[:, 0])
+        for k in range(1, K):
+            y.addcmul_(xp[:, k:k + S], w[:, k])
+        ctx.save_for_backward(xp, w)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy: Tensor):
+        xp, w = ctx.saved_tensors
+        K = w.shape[1]
+        S = dy.shape[1]
+        dxp = torch.zeros_like(xp)
+        for k in range(K):
+            dxp[:, k:k + S].addcmul_(dy, w[:, k])
+        flat = dy.reshape(-1, dy.shape[-1])
+        dw = torch.stack([(xp[:, k:k + S].reshape(-1, dy.shape[-1]) * flat).sum(0)
+                          for k in range(K)], dim=1)
+        return dxp, dw, flat.sum(0)
+
+
 class CausalConv1d(nn.Module):
-    """Depthwise causal conv over time; its state is the last kernel-1 inputs, for step mode."""
+    """Depthwise causal conv over time; its state is the last kernel-1 inputs, for step mode.
+
+    Computed as kernel-size shifted multiply-adds in (B, S, D) layout: no transposes, and cheaper
+    than a library depthwise conv both for training lengths and for single steps.
+    """
 
     def __init__(self, dim: int, kernel_size: int):
         super().__init__()
         self.kernel_size = kernel_size
-        self.weight = nn.Parameter(torch.empty(dim, 1, kernel_size))
+        self.weight = nn.Parameter(torch.empty(dim, kernel_size))
         self.bias = nn.Parameter(torch.zeros(dim))
-        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        bound = 1.0 / math.sqrt(kernel_size)
+        nn.init.uniform_(self.weight, -bound, bound)
 
     def forward(self, x: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """x (B, S, D), state (B, K-1, D) -> y (B, S, D), new state."""
@@ -60,12 +95,43 @@ class CausalConv1d(nn.Module):
         if state is None:
             state = x.new_zeros(x.shape[0], K - 1, x.shape[2])
         xp = torch.cat([state.to(x.dtype), x], dim=1)
-        y = F.conv1d(xp.transpose(1, 2), self.weight, self.bias, groups=x.shape[2])
-        return y.transpose(1, 2), xp[:, xp.shape[1] - (K - 1):].clone()
+        y = _ShiftedMultiplyAdd.apply(xp, self.weight.to(x.dtype), self.bias.to(x.dtype))
+        return y, xp[:, xp.shape[1] - (K - 1):].clone()
+
+
+class _SmallBlockMatmul(torch.autograd.Function):
+    """y[..., h, o] = sum_i x[..., h, i] W[h, o, i] for small blocks, as block-size multiply-adds.
+
+    For blocks of a few channels a batched matmul spends its time permuting; multiply-adds over
+    the (..., blocks, size) layout do not move the data.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, W: Tensor) -> Tensor:
+        xs = x.unflatten(-1, (W.shape[0], W.shape[1]))
+        y = xs[..., 0:1] * W[:, :, 0]
+        for i in range(1, W.shape[2]):
+            y.addcmul_(xs[..., i:i + 1], W[:, :, i])
+        ctx.save_for_backward(x, W)
+        return y.flatten(-2)
+
+    @staticmethod
+    def backward(ctx, dy: Tensor):
+        x, W = ctx.saved_tensors
+        nb, bs = W.shape[0], W.shape[1]
+        dys = dy.unflatten(-1, (nb, bs))
+        dx = dys[..., 0:1] * W[:, 0, :]
+        for o in range(1, bs):
+            dx.addcmul_(dys[..., o:o + 1], W[:, o, :])
+        n = dy.numel() // (nb * bs)
+        dW = torch.bmm(dys.reshape(n, nb, bs).permute(1, 2, 0), x.reshape(n, nb, bs).transpose(0, 1))
+        return dx.flatten(-2), dW
 
 
 class BlockDiagonalLinear(nn.Module):
     """Linear map with a block-diagonal weight: blocks of `block_size` x `block_size`, no bias."""
+
+    SMALL_BLOCK = 8
 
     def __init__(self, dim: int, block_size: int):
         super().__init__()
@@ -75,8 +141,10 @@ class BlockDiagonalLinear(nn.Module):
         self.weight = nn.Parameter(torch.empty(dim // block_size, block_size, block_size))
 
     def forward(self, x: Tensor) -> Tensor:
-        nb, bs = self.weight.shape[0], self.block_size
-        y = torch.einsum("...hi,hoi->...ho", x.unflatten(-1, (nb, bs)), self.weight)
+        W = self.weight.to(x.dtype)
+        if self.block_size <= self.SMALL_BLOCK:
+            return _SmallBlockMatmul.apply(x, W)
+        y = torch.einsum("...hi,hoi->...ho", x.unflatten(-1, (W.shape[0], self.block_size)), W)
         return y.flatten(-2)
 
 
