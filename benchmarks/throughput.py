@@ -64,6 +64,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
                         help="parameter and activation dtype (default float32)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--checkpointing", action="store_true",
+                        help="xLSTM models recompute each block in the backward pass (activation "
+                             "checkpointing): less memory, about a third more compute")
     parser.add_argument("--json", metavar="OUT", help="also write results and machine info here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -94,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
             case = dict(spec=asdict(spec), seq_len=seq_len,
                         batch=max(1, args.batch_tokens // seq_len), repeats=args.repeats,
                         warmup=args.warmup, max_seconds=args.max_seconds, device=args.device,
-                        dtype=args.dtype, threads=args.threads,
+                        dtype=args.dtype, threads=args.threads, checkpointing=args.checkpointing,
                         phases=[p for p in PHASES if p not in over_budget])
             row = run_case(case, over_budget)
             method = row.pop("memory_method", None)
@@ -116,7 +119,8 @@ def run_case(case: dict[str, Any], over_budget: dict[str, str]) -> dict[str, Any
     """Run one case in a worker process; phases it could not finish are marked skipped."""
     spec = case["spec"]
     row: dict[str, Any] = dict(model=spec["name"], kind=spec["kind"], params=spec["params"],
-                               seq_len=case["seq_len"], batch=case["batch"])
+                               seq_len=case["seq_len"], batch=case["batch"],
+                               checkpointing=case["checkpointing"])
     out, failure = run_worker(__file__, case) if case["phases"] else ("", "")
     for line in out.splitlines():
         if line.startswith("{"):
@@ -140,6 +144,8 @@ def worker(case: dict[str, Any]) -> None:
     device, dtype = case["device"], getattr(torch, case["dtype"])
     torch.manual_seed(0)
     model = build(ModelSpec(**case["spec"]), case["seq_len"]).to(device=device, dtype=dtype)
+    if case["checkpointing"] and hasattr(model, "gradient_checkpointing"):
+        model.gradient_checkpointing(True)
     vocab = model.config.vocab_size
     ids = torch.randint(0, vocab, (case["batch"], case["seq_len"]), device=device)
     memory = PeakMemory(device)

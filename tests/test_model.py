@@ -196,3 +196,18 @@ def test_bad_input_ids_give_clear_errors():
         model(torch.zeros(1, 3))
     with pytest.raises(ValueError, match="bidirectional"):
         tiny("tiny-mlstm", bidirectional=True).generate(ids(S=3), 2)
+
+
+@pytest.mark.parametrize("name", ["tiny-mixed"])
+def test_gradient_checkpointing_gives_the_same_gradients(name):
+    model = tiny(name, dropout=0.1).train()
+    x = ids()
+    torch.manual_seed(3)
+    model.loss(x).backward()
+    ref = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    model.gradient_checkpointing(True)
+    torch.manual_seed(3)
+    model.loss(x).backward()
+    for p, g in zip(model.parameters(), ref):
+        torch.testing.assert_close(p.grad, g, atol=1e-12, rtol=1e-10)

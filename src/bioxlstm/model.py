@@ -54,6 +54,11 @@ class XLSTMLanguageModel(nn.Module):
             small_init_(self.embedding.weight, d)
             small_init_(self.head.weight, d)
 
+    def gradient_checkpointing(self, enable: bool = True) -> XLSTMLanguageModel:
+        """Recompute each block in the backward pass instead of storing its activations."""
+        self.stack.checkpointing = enable
+        return self
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 

@@ -56,6 +56,7 @@ class TrainConfig:
     grad_accum_steps: int = 1
     clip_norm: float | None = 1.0
     bf16: bool = False
+    activation_checkpointing: bool = False
     eval_every: int = 0
     eval_batches: int = 20
     save_every: int = 0
@@ -90,7 +91,7 @@ class TrainConfig:
         _require(self.clip_norm is None or (_is_number(self.clip_norm) and self.clip_norm > 0),
                  "clip_norm", "a positive number or null", self.clip_norm)
         _require(self.schedule in SCHEDULES, "schedule", f"one of {SCHEDULES}", self.schedule)
-        for name in ("bf16", "progress"):
+        for name in ("bf16", "progress", "activation_checkpointing"):
             _require(isinstance(getattr(self, name), bool), name, "true or false",
                      getattr(self, name))
         fraction = self.warmup_fraction
@@ -259,6 +260,10 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.device = resolve_device(config.device)
         self.model = model.to(self.device)
+        if config.activation_checkpointing:
+            if not hasattr(model, "gradient_checkpointing"):
+                raise ConfigError("'activation_checkpointing' needs a model with gradient_checkpointing()")
+            model.gradient_checkpointing(True)
         self.train_data = train_data
         self.valid_data = valid_data
         self.optimizer = build_optimizer(self.model, config)
