@@ -113,6 +113,19 @@ def test_long_sequence_finite_with_gradients():
     assert all(torch.isfinite(t.grad).all() for t in (q, k, v, i, f))
 
 
+def test_parallel_form_keeps_float32_accuracy_at_long_length():
+    inputs = mlstm_inputs(B=1, NH=1, S=2048, DH=8)
+    ref = mlstm_chunkwise(*inputs, chunk_size=64)
+    got = mlstm_parallel(*[t.float() for t in inputs])
+    assert (got.double() - ref).abs().max() < 1e-3
+
+
+def test_empty_sequence():
+    q, k, v, i, f = mlstm_inputs(S=0)
+    for form in FORMS.values():
+        assert form(q, k, v, i, f).shape == (2, 2, 0, 8)
+
+
 def test_long_sequence_chunkwise_matches_float64():
     inputs = mlstm_inputs(B=1, NH=1, S=4096, DH=8)
     ref = mlstm_chunkwise(*inputs, chunk_size=64)

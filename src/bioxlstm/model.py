@@ -66,6 +66,8 @@ class XLSTMLanguageModel(nn.Module):
         if input_ids.dim() != 2 or input_ids.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"input_ids must be an integer tensor of shape (batch, length), got "
                              f"{input_ids.dtype} of shape {tuple(input_ids.shape)}")
+        if input_ids.shape[1] == 0:
+            raise ValueError("input_ids must hold at least one token per sequence")
         if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size):
             raise ValueError(f"input_ids must lie in [0, {self.config.vocab_size}); got values "
                              f"from {int(input_ids.min())} to {int(input_ids.max())}")

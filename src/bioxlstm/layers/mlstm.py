@@ -46,106 +46,15 @@ def _check(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor) -> None:
         )
 
 
-def _parallel_with_state(
-    q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, state: MLSTMState, eps: float
-) -> tuple[Tensor, MLSTMState]:
-    """Quadratic form over one block of tokens that starts from `state`; returns h and the end state.
-
-    Shapes may carry extra leading dims (chunks): q (..., L, DH), i (..., L), C (..., DH, DH).
-    """
-    C0, n0, m0 = state
-    cdt = C0.dtype
-    L, DH = q.shape[-2], q.shape[-1]
-    lf = F.logsigmoid(f.to(cdt))
-    ig = i.to(cdt)
-    b = lf.cumsum(-1)  # b_t: log decay from the block start to t (inclusive)
-    # log D[t, j] = sum_{l=j+1..t} lf_l + i_j for j <= t, else -inf
-    log_d = b.unsqueeze(-1) - b.unsqueeze(-2) + ig.unsqueeze(-2)
-    causal = torch.ones(L, L, dtype=torch.bool, device=q.device).tril()
-    log_d = log_d.masked_fill(~causal, float("-inf"))
-    log_state = b + m0.unsqueeze(-1)  # weight of the incoming state at t
-    m = torch.maximum(log_d.amax(-1), log_state)  # (..., L)
-
-    qs = q.to(cdt)
-    ks = k.to(cdt) / math.sqrt(DH)
-    vs = v.to(cdt)
-    scores = (qs @ ks.transpose(-1, -2)) * torch.exp(log_d - m.unsqueeze(-1))
-    state_w = torch.exp(log_state - m).unsqueeze(-1)  # (..., L, 1)
-    num = scores @ vs + state_w * (qs @ C0)
-    qn = scores.sum(-1, keepdim=True) + state_w * (qs @ n0.unsqueeze(-1))
-    denom = torch.maximum(qn.abs(), torch.exp(-m).unsqueeze(-1)) + eps
-    h = (num / denom).to(q.dtype)
-
-    # end state after the last token of the block
-    g = b[..., -1:]  # total log decay of the block
-    log_in = g - b + ig  # weight of token j in the end state
-    m_end = torch.maximum(g.squeeze(-1) + m0, log_in.amax(-1))
-    kw = ks * torch.exp(log_in - m_end.unsqueeze(-1)).unsqueeze(-1)  # (..., L, DH)
-    w_state = torch.exp(g.squeeze(-1) + m0 - m_end)
-    C = w_state[..., None, None] * C0 + kw.transpose(-1, -2) @ vs
-    n = w_state.unsqueeze(-1) * n0 + kw.sum(-2)
-    return h, (C, n, m_end)
-
-
-def mlstm_parallel(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    i: Tensor,
-    f: Tensor,
-    state: MLSTMState | None = None,
-    return_state: bool = False,
-    eps: float = EPS,
-) -> Tensor | tuple[Tensor, MLSTMState]:
-    """Quadratic-memory form: every output from one S x S decay matrix per head."""
-    _check(q, k, v, i, f)
-    state = zero_state(q, v) if state is None else state
-    h, end = _parallel_with_state(q, k, v, i, f, state, eps)
-    return (h, end) if return_state else h
-
-
-def mlstm_chunkwise(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    i: Tensor,
-    f: Tensor,
-    state: MLSTMState | None = None,
-    return_state: bool = False,
-    chunk_size: int = 64,
-    eps: float = EPS,
-) -> Tensor | tuple[Tensor, MLSTMState]:
-    """Linear-memory form: parallel inside chunks of `chunk_size`, (C, n, m) carried between them.
-
-    Full chunks are processed together: their local sums in one batch, the chunk-to-chunk state
-    recurrence as a short loop of elementwise updates, then all outputs in one batch. A tail
-    shorter than a chunk runs through the parallel form from the carried state.
-    """
-    _check(q, k, v, i, f)
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    state = zero_state(q, v) if state is None else state
-    B, NH, S, DH = q.shape
-    L = chunk_size
-    NC, tail = divmod(S, L)
-    outs = []
-    if NC > 0:
-        h_full, state = _chunks(q[:, :, : NC * L], k[:, :, : NC * L], v[:, :, : NC * L],
-                                i[:, :, : NC * L], f[:, :, : NC * L], state, L, eps)
-        outs.append(h_full)
-    if tail:
-        s = NC * L
-        h_tail, state = _parallel_with_state(q[:, :, s:], k[:, :, s:], v[:, :, s:],
-                                             i[:, :, s:], f[:, :, s:], state, eps)
-        outs.append(h_tail)
-    h = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
-    return (h, state) if return_state else h
-
-
 def _chunks(
     q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, state: MLSTMState, L: int, eps: float
 ) -> tuple[Tensor, MLSTMState]:
-    """Chunkwise core for a length that is a multiple of L."""
+    """The core of every sequence form, for a length that is a multiple of the chunk size L.
+
+    Chunks are processed together: their local key/value sums in one batch, the chunk-to-chunk
+    state recurrence as a short loop of elementwise updates, then all outputs in one batch.
+    With a single chunk this is the parallel form started from `state`.
+    """
     C0, n0, m0 = state
     cdt = C0.dtype
     B, NH, S, DH = q.shape
@@ -155,11 +64,18 @@ def _chunks(
     ks = (k.to(cdt) / math.sqrt(DH)).reshape(B, NH, NC, L, DH)
     vs = v.to(cdt).reshape(B, NH, NC, L, DV)
     ig = i.to(cdt).reshape(B, NH, NC, L)
-    b = F.logsigmoid(f.to(cdt)).reshape(B, NH, NC, L).cumsum(-1)
+    lf = F.logsigmoid(f.to(cdt)).reshape(B, NH, NC, L)
+    b = lf.cumsum(-1)  # log decay from the chunk start to t, inclusive
+    # decay[t, j] = sum_{l=j+1..t} lf_l as a masked cumulative sum: a difference of two
+    # cumulative sums would lose float32 accuracy over long chunks
+    below = torch.ones(L, L, dtype=torch.bool, device=q.device).tril(-1)
+    decay = (lf.unsqueeze(-1) * below).cumsum(-2)
+    causal = below | torch.eye(L, dtype=torch.bool, device=q.device)
+    log_d = (decay + ig.unsqueeze(-2)).masked_fill(~causal, float("-inf"))
     g = b[..., -1]  # (B, NH, NC) log decay across each chunk
 
     # each chunk's own contribution to the state at its end, stabilised by its own max a
-    log_in = g.unsqueeze(-1) - b + ig
+    log_in = decay[..., -1, :] + ig
     a = log_in.amax(-1)
     kw = ks * torch.exp(log_in - a.unsqueeze(-1)).unsqueeze(-1)
     kv = kw.transpose(-1, -2) @ vs  # (B, NH, NC, DH, DV)
@@ -184,9 +100,6 @@ def _chunks(
     m_in = torch.stack(ms[:-1], dim=2)  # (B, NH, NC)
 
     # outputs of all chunks at once: intra-chunk quadratic part plus the incoming state
-    log_d = b.unsqueeze(-1) - b.unsqueeze(-2) + ig.unsqueeze(-2)
-    causal = torch.ones(L, L, dtype=torch.bool, device=q.device).tril()
-    log_d = log_d.masked_fill(~causal, float("-inf"))
     log_state = b + m_in.unsqueeze(-1)
     m_t = torch.maximum(log_d.amax(-1), log_state)
     scores = (qs @ ks.transpose(-1, -2)) * torch.exp(log_d - m_t.unsqueeze(-1))
@@ -196,6 +109,54 @@ def _chunks(
     denom = torch.maximum(qn.abs(), torch.exp(-m_t).unsqueeze(-1)) + eps
     h = (num / denom).reshape(B, NH, S, DV).to(q.dtype)
     return h, (C, n, m)
+
+
+def mlstm_parallel(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    i: Tensor,
+    f: Tensor,
+    state: MLSTMState | None = None,
+    return_state: bool = False,
+    eps: float = EPS,
+) -> Tensor | tuple[Tensor, MLSTMState]:
+    """Quadratic-memory form: every output from one S x S decay matrix per head."""
+    _check(q, k, v, i, f)
+    state = zero_state(q, v) if state is None else state
+    h, end = _chunks(q, k, v, i, f, state, q.shape[2], eps) if q.shape[2] else (v[:, :, :0], state)
+    return (h, end) if return_state else h
+
+
+def mlstm_chunkwise(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    i: Tensor,
+    f: Tensor,
+    state: MLSTMState | None = None,
+    return_state: bool = False,
+    chunk_size: int = 64,
+    eps: float = EPS,
+) -> Tensor | tuple[Tensor, MLSTMState]:
+    """Linear-memory form: parallel inside chunks of `chunk_size`, (C, n, m) carried between them.
+
+    A tail shorter than a chunk is one more, shorter chunk started from the carried state.
+    """
+    _check(q, k, v, i, f)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    state = zero_state(q, v) if state is None else state
+    S = q.shape[2]
+    full = S - S % chunk_size
+    outs = []
+    for start, stop, L in ((0, full, chunk_size), (full, S, S - full)):
+        if stop > start:
+            part = (t[:, :, start:stop] for t in (q, k, v, i, f))
+            h, state = _chunks(*part, state, L, eps)
+            outs.append(h)
+    h = outs[0] if len(outs) == 1 else torch.cat(outs or [v[:, :, :0]], dim=2)
+    return (h, state) if return_state else h
 
 
 def mlstm_step(
@@ -237,5 +198,5 @@ def mlstm_recurrent(
     for t in range(q.shape[2]):
         h, state = mlstm_step(q[:, :, t], k[:, :, t], v[:, :, t], i[:, :, t], f[:, :, t], state, eps)
         hs.append(h)
-    h = torch.stack(hs, dim=2)
+    h = torch.stack(hs, dim=2) if hs else v[:, :, :0]
     return (h, state) if return_state else h
