@@ -123,8 +123,11 @@ class _SmallBlockMatmul(torch.autograd.Function):
         dx = dys[..., 0:1] * W[:, 0, :]
         for o in range(1, bs):
             dx.addcmul_(dys[..., o:o + 1], W[:, o, :])
-        n = dy.numel() // (nb * bs)
-        dW = torch.bmm(dys.reshape(n, nb, bs).permute(1, 2, 0), x.reshape(n, nb, bs).transpose(0, 1))
+        dys = dys.reshape(-1, nb, bs)
+        xs = x.reshape(-1, nb, bs)
+        # per input channel i: a multiply and a sum over tokens; a batched matmul over the
+        # 128 tiny blocks would spend its time permuting
+        dW = torch.stack([(dys * xs[..., i:i + 1]).sum(0) for i in range(bs)], dim=-1)
         return dx.flatten(-2), dW
 
 
