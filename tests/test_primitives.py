@@ -57,8 +57,9 @@ def test_causal_conv_matches_padded_conv1d():
     torch.testing.assert_close(conv(x)[0], ref[..., :9].transpose(1, 2))
 
 
-@pytest.mark.parametrize("block_size", [4, 16])
-def test_block_diagonal_linear_equals_dense_block_matrix(block_size):
+@pytest.mark.parametrize("block_size,min_elements", [(4, 0), (4, 10**9), (16, 0)])
+def test_block_diagonal_linear_equals_dense_block_matrix(block_size, min_elements, monkeypatch):
+    monkeypatch.setattr(BlockDiagonalLinear, "MIN_ELEMENTS", min_elements)
     bd = BlockDiagonalLinear(32, block_size).double()
     torch.nn.init.normal_(bd.weight)
     dense = torch.block_diag(*bd.weight)

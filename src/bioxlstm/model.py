@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,7 +122,9 @@ class XLSTMLanguageModel(nn.Module):
         return F.cross_entropy(_upcast(logits).reshape(-1, logits.shape[-1]),
                                targets.reshape(-1), ignore_index=IGNORE_INDEX)
 
-    def _pieces(self, input_ids: Tensor, chunk_tokens: int | None, lengths: Tensor | None):
+    def _pieces(
+        self, input_ids: Tensor, chunk_tokens: int | None, lengths: Tensor | None
+    ) -> Iterator[tuple[int, LMOutput]]:
         """Run the model over input_ids, in pieces of chunk_tokens carrying the state if given."""
         if chunk_tokens is None or input_ids.shape[1] <= chunk_tokens:
             yield 0, self(input_ids, lengths=lengths)
