@@ -52,3 +52,15 @@ def test_dict_round_trip():
     for name in PRESETS:
         config = preset(name)
         assert ModelConfig.from_dict(config.to_dict()) == config
+
+
+def test_shipped_yaml_configs_load():
+    from pathlib import Path
+
+    from bioxlstm.train import TrainConfig
+
+    paths = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+    assert paths
+    for path in paths:
+        assert ModelConfig.from_file(path).vocab_size > 0
+        assert TrainConfig.from_file(path).max_steps > 0
