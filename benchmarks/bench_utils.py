@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 TRANSFORMER_PREFIX = "transformer:"
+REFERENCE_PREFIX = "reference:"
 DEFAULT_MODELS = ("dna-xlstm-500k", "transformer:dna-xlstm-500k",
                   "dna-xlstm-4m", "transformer:dna-xlstm-4m")
 STARTUP_GRACE_S = 60.0
@@ -32,6 +33,7 @@ class ModelSpec:
     config: dict[str, Any]
     params: int
     sized_from: str = ""
+    skip: str = ""  # why every case of this model is skipped without running (e.g. not installed)
 
 
 def xlstm_model(preset_name: str, seq_len: int | None = None, **overrides: Any) -> nn.Module:
@@ -46,10 +48,13 @@ def xlstm_model(preset_name: str, seq_len: int | None = None, **overrides: Any) 
 
 
 def resolve(name: str) -> ModelSpec:
-    """Turn `<preset>` (an xLSTM) or `transformer:<preset>` (a Transformer as large) into a spec."""
+    """Turn `<preset>` (an xLSTM), `transformer:<preset>` (a Transformer as large) or
+    `reference:<preset>` (the reference xlstm library's model of that shape) into a spec."""
     from bioxlstm.baselines import transformer_like
     from bioxlstm.config import NOMINAL_PARAMS, preset
 
+    if name.startswith(REFERENCE_PREFIX):
+        return resolve_reference(name)
     target = name.removeprefix(TRANSFORMER_PREFIX)
     base = preset(target)
     if not name.startswith(TRANSFORMER_PREFIX):
@@ -66,9 +71,31 @@ def build(spec: ModelSpec, seq_len: int) -> nn.Module:
     """Instantiate the model a spec describes, able to take seq_len tokens."""
     if spec.kind == "xlstm":
         return xlstm_model(spec.config["preset"], seq_len)
+    if spec.kind == "reference":
+        from reference_xlstm import reference_model
+
+        return reference_model(spec.config["preset"], seq_len)
     from bioxlstm.baselines import TransformerConfig, TransformerLanguageModel
 
     return TransformerLanguageModel(TransformerConfig(**spec.config))
+
+
+def resolve_reference(name: str) -> ModelSpec:
+    """Spec of `reference:<preset>`; when the library is missing, a spec whose cases are skipped."""
+    from reference_xlstm import missing, reference_params
+
+    from bioxlstm.config import preset
+
+    target = name.removeprefix(REFERENCE_PREFIX)
+    preset(target)  # an unknown preset is an error even without the library
+    config = {"preset": target}
+    reason = missing()
+    if reason:
+        return ModelSpec(name, "reference", config, 0, skip=f"skipped: {reason}")
+    import xlstm
+
+    return ModelSpec(name, "reference", config, reference_params(target),
+                     f"xlstm {xlstm.__version__} xLSTMLMModel shaped like {target}")
 
 
 def count(model: nn.Module) -> int:

@@ -41,8 +41,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "the growth of the process's resident set (RSS high-water mark) on CPU. Cases over "
         "--max-seconds or out of memory are reported as skipped.")
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
-                        help="comma-separated models: an xLSTM preset name (e.g. dna-xlstm-4m) "
-                        "or transformer:<preset> for a Transformer with as many parameters "
+                        help="comma-separated models: an xLSTM preset name (e.g. dna-xlstm-4m), "
+                        "transformer:<preset> for a Transformer with as many parameters, or "
+                        "reference:<preset> for the reference xlstm library's model of that "
+                        "shape (optional extra: pip install -e '.[reference]') "
                         "(default: %(default)s)")
     parser.add_argument("--seq-lens", help=f"comma-separated sequence lengths "
                         f"(default {FULL['seq_lens']}; --quick: {QUICK['seq_lens']})")
@@ -93,6 +95,9 @@ def main(argv: list[str] | None = None) -> None:
     results, methods = [], set()
     for spec in specs:
         over_budget: dict[str, str] = {}
+        if spec.skip:
+            print(f"{spec.name}: {spec.skip}", file=sys.stderr, flush=True)
+            over_budget = {phase: spec.skip for phase in PHASES}
         for seq_len in seq_lens:
             case = dict(spec=asdict(spec), seq_len=seq_len,
                         batch=max(1, args.batch_tokens // seq_len), repeats=args.repeats,
@@ -232,10 +237,13 @@ def print_table(results: list[dict[str, Any]]) -> None:
     print("-" * len(header))
     for row in results:
         print(format_row(row))
+    printed = set()
     for row in results:
         for phase in PHASES:
-            if row[phase]["status"] != "ok":
-                print(f"  {row['model']} S={row['seq_len']} {phase}: {row[phase]['reason']}")
+            reason = row[phase]["reason"] if row[phase]["status"] != "ok" else ""
+            if reason and (row["model"], reason) not in printed:
+                printed.add((row["model"], reason))
+                print(f"  {row['model']} S={row['seq_len']} {phase}: {reason}")
 
 
 if __name__ == "__main__":

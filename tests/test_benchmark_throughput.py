@@ -1,9 +1,12 @@
 """The throughput benchmark runs end to end on a tiny case and reports over-budget cases."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
 
@@ -34,3 +37,38 @@ def test_over_budget_case_is_skipped_not_a_crash(tmp_path: Path) -> None:
     assert first["fwd"]["status"] == first["train"]["status"] == "skipped"
     assert "max-seconds" in first["fwd"]["reason"]
     assert "already skipped" in second["fwd"]["reason"]
+
+
+def test_reference_model_without_xlstm_is_skipped_with_reason(tmp_path: Path) -> None:
+    # An `xlstm` module that fails to import hides the library even where it is installed.
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "xlstm.py").write_text("raise ImportError('hidden for this test')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(hide), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    out = tmp_path / "out.json"
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--models", "reference:tiny-mlstm",
+                           "--seq-lens", "32,64", "--batch-tokens", "128", "--repeats", "1",
+                           "--device", "cpu", "--json", str(out)],
+                          check=True, capture_output=True, text=True, timeout=120, env=env)
+    rows = json.loads(out.read_text())["results"]
+    assert [r["seq_len"] for r in rows] == [32, 64]
+    for row in rows:
+        assert row["kind"] == "reference"
+        for phase in ("fwd", "train"):
+            assert row[phase]["status"] == "skipped"
+            assert "xlstm library not installed" in row[phase]["reason"]
+            assert ".[reference]" in row[phase]["reason"]
+    assert "reference:tiny-mlstm: skipped: reference xlstm library not installed" in proc.stderr
+
+
+def test_reference_adapter_matches_our_parameter_count() -> None:
+    pytest.importorskip("xlstm")
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        from bench_utils import count, xlstm_model
+        from reference_xlstm import reference_params
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    ours = count(xlstm_model("dna-xlstm-4m", 16))
+    assert abs(reference_params("dna-xlstm-4m") - ours) <= 0.05 * ours
