@@ -48,7 +48,7 @@ def run_demo(run_dir: str | Path = "runs/demo", steps: int = 300, fasta: str | P
     for k in (0, 3, 6):
         nll = KmerModel(k, len(DNA)).fit(train).nll(valid)
         results[f"kmer{k}_valid_nll"] = nll
-        print(f"  {f'{k}-th order Markov (k-mer)':<32}{nll:.4f}  ppl {math.exp(nll):.3f}")
+        print(f"  {f'order-{k} Markov ({k + 1}-mer counts)':<32}{nll:.4f}  ppl {math.exp(nll):.3f}")
 
     print("\nThree sequences generated from the prompt 'ATG' (T = 0.8, top-k 4):")
     prompt = torch.tensor([[DNA.id("[SEP]"), *DNA.encode("ATG")]] * 3)
