@@ -104,3 +104,28 @@ def test_fused_scan_works_under_bf16_autocast():
     h.float().sum().backward()
     ref, _ = slstm_scan_reference(wx, R, b)
     assert torch.isfinite(wx.grad).all() and (h.float() - ref).abs().max() < 0.05
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_compiled_cpu_loops_equal_the_pytorch_loops(dtype, monkeypatch):
+    from bioxlstm.layers import slstm_cpu
+
+    if slstm_cpu.load() is None:
+        pytest.skip("the sLSTM CPU kernel could not be built here")
+    wx, R, b = (t.to(dtype) for t in inputs(S=19))
+    state = tuple(t.to(dtype) for t in random_state())
+    leaves = [wx, R, b, *state[:3]]
+    results = []
+    for use_kernel in (True, False):
+        if not use_kernel:
+            monkeypatch.setattr(slstm_cpu, "load", lambda: None)
+        xs = [t.detach().clone().requires_grad_(True) for t in leaves]
+        h, end = slstm_scan(xs[0], xs[1], xs[2], (*xs[3:], state[3]))
+        upstream = torch.ones_like(h)
+        grads = torch.autograd.grad((h * upstream).sum() + end[0].sum(), xs)
+        results.append((h, end, grads))
+    tol = dict(atol=1e-12, rtol=1e-11) if dtype == torch.float64 else dict(atol=1e-5, rtol=1e-5)
+    (h1, e1, g1), (h2, e2, g2) = results
+    torch.testing.assert_close(h1, h2, **tol)
+    for a, c in zip((*e1, *g1), (*e2, *g2)):
+        torch.testing.assert_close(a, c, **tol)

@@ -8,7 +8,8 @@ is still 0 takes m = i~ as its stabiliser on its first step (SPEC section 1).
 Two implementations of the same scan: `slstm_step` in a loop under autograd (the reference), and
 `SLSTMScan`, which runs the same loop without recording it and back-propagates through time by
 hand. Its backward treats the stabiliser m as a constant, which is exact: c and n both carry the
-factor exp(-m), so h = sigma(o) c / n does not depend on it.
+factor exp(-m), so h = sigma(o) c / n does not depend on it. On CPU its loops run compiled
+(`slstm_cpu`) when the extension can be built, else as the PyTorch loops below.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from bioxlstm.layers import slstm_cpu
 
 SLSTMState = tuple[Tensor, Tensor, Tensor, Tensor]
 
@@ -71,66 +74,95 @@ class SLSTMScan(torch.autograd.Function):
     def forward(ctx, wx: Tensor, R: Tensor, bias: Tensor, h0: Tensor, c0: Tensor, n0: Tensor,
                 m0: Tensor):
         dt = h0.dtype
-        S = wx.shape[1]
         xs = (wx.to(dt) + bias.to(dt)).transpose(0, 1).contiguous()  # (S, B, 4, NH, DH)
-        Rd = R.to(dt)
-        hs = h0.new_empty(S + 1, *h0.shape)
-        cs, ns = torch.empty_like(hs), torch.empty_like(hs)
-        acts = h0.new_empty(S, h0.shape[0], 5, *h0.shape[1:])  # ig, fg, tanh z, sig o, sig -f
-        hs[0], cs[0], ns[0] = h0, c0, n0
-        h, c, n, m = h0, c0, n0, m0
-        for t in range(S):
-            i_raw, f_raw, z_raw, o_raw = (xs[t] + _recurrent(h, Rd)).unbind(1)
-            lf = F.logsigmoid(f_raw)
-            m_new = torch.where(n == 0, i_raw, torch.maximum(i_raw, lf + m))
-            a = acts[t]
-            torch.exp(i_raw - m_new, out=a[:, 0])
-            torch.exp(lf + m - m_new, out=a[:, 1])
-            torch.tanh(z_raw, out=a[:, 2])
-            torch.sigmoid(o_raw, out=a[:, 3])
-            torch.sigmoid(-f_raw, out=a[:, 4])
-            c = torch.addcmul(a[:, 1] * c, a[:, 0], a[:, 2], out=cs[t + 1])
-            n = torch.add(a[:, 1] * n, a[:, 0], out=ns[t + 1])
-            h = torch.mul(a[:, 3], c / n, out=hs[t + 1])
-            m = m_new
+        Rd = R.to(dt).contiguous()
+        ext = slstm_cpu.load() if xs.device.type == "cpu" else None
+        if ext is not None:
+            with torch.autocast("cpu", enabled=False):  # the kernel reads float/double buffers
+                hs, cs, ns, acts, m = ext.forward(xs, Rd, h0.contiguous(), c0.contiguous(),
+                                                  n0.contiguous(), m0.contiguous())
+        else:
+            hs, cs, ns, acts, m = _forward_loop(xs, Rd, h0, c0, n0, m0)
+        c, n = cs[-1], ns[-1]
         ctx.save_for_backward(Rd, hs, cs, ns, acts)
         ctx.in_dtypes = (wx.dtype, R.dtype, bias.dtype)
-        out = hs[1:].transpose(0, 1).to(wx.dtype)
+        ctx.ext = ext
         ctx.mark_non_differentiable(c, n, m)
-        return out, h, c, n, m
+        return hs[1:].transpose(0, 1).to(wx.dtype), hs[-1], c, n, m
 
     @staticmethod
     def backward(ctx, d_out: Tensor, d_h_end: Tensor, *_):
         Rd, hs, cs, ns, acts = ctx.saved_tensors
         S, B = acts.shape[0], acts.shape[1]
         NH, DH = hs.shape[2], hs.shape[3]
-        d_out = d_out.to(hs.dtype).transpose(0, 1)
-        d_raw = acts.new_empty(S, B, 4, NH, DH)
-        dh_rec = d_h_end.to(hs.dtype) if d_h_end is not None else torch.zeros_like(hs[0])
-        dc_next = torch.zeros_like(hs[0])
-        dn_next = torch.zeros_like(hs[0])
-        Rt = Rd.transpose(1, 2)
-        for t in range(S - 1, -1, -1):
-            ig, fg, tz, so, sf = acts[t].unbind(1)
-            c, n = cs[t + 1], ns[t + 1]
-            dh = d_out[t] + dh_rec
-            r = c / n
-            dc = dc_next + dh * so / n
-            dn = dn_next - dh * so * r / n
-            g = d_raw[t]
-            torch.mul(dc * tz + dn, ig, out=g[:, 0])
-            torch.mul((dc * cs[t] + dn * ns[t]) * fg, sf, out=g[:, 1])
-            torch.mul(dc * ig, 1 - tz * tz, out=g[:, 2])
-            torch.mul(dh * r, so * (1 - so), out=g[:, 3])
-            dc_next, dn_next = dc * fg, dn * fg
-            dh_rec = torch.bmm(g.permute(2, 0, 1, 3).reshape(NH, B, 4 * DH), Rt).transpose(0, 1)
+        d_out = d_out.to(hs.dtype).transpose(0, 1).contiguous()
+        dh_end = d_h_end.to(hs.dtype) if d_h_end is not None else torch.zeros_like(hs[0])
+        Rt = Rd.transpose(1, 2).contiguous()
+        if ctx.ext is not None:
+            with torch.autocast("cpu", enabled=False):
+                d_raw_nh, dh0, dc0, dn0 = ctx.ext.backward(d_out, dh_end.contiguous(), Rt, hs, cs,
+                                                           ns, acts)
+            d_raw = d_raw_nh.permute(0, 2, 3, 1, 4)  # (S, B, 4, NH, DH)
+        else:
+            d_raw, dh0, dc0, dn0 = _backward_loop(d_out, dh_end, Rt, hs, cs, ns, acts)
         d_rawf = d_raw.permute(3, 0, 1, 2, 4).reshape(NH, S * B, 4 * DH)
         h_prev = hs[:-1].permute(2, 0, 1, 3).reshape(NH, S * B, DH)
         dR = torch.bmm(h_prev.transpose(1, 2), d_rawf)
         d_bias = d_raw.sum((0, 1))
         d_wx = d_raw.transpose(0, 1)
         wx_dt, R_dt, b_dt = ctx.in_dtypes
-        return (d_wx.to(wx_dt), dR.to(R_dt), d_bias.to(b_dt), dh_rec, dc_next, dn_next, None)
+        return (d_wx.to(wx_dt), dR.to(R_dt), d_bias.to(b_dt), dh0, dc0, dn0, None)
+
+
+def _forward_loop(xs: Tensor, Rd: Tensor, h0: Tensor, c0: Tensor, n0: Tensor, m0: Tensor):
+    """The scan in PyTorch ops, recording what the backward needs (see slstm_cpu for the same in C++)."""
+    S = xs.shape[0]
+    hs = h0.new_empty(S + 1, *h0.shape)
+    cs, ns = torch.empty_like(hs), torch.empty_like(hs)
+    acts = h0.new_empty(S, h0.shape[0], 5, *h0.shape[1:])  # ig, fg, tanh z, sig o, sig -f
+    hs[0], cs[0], ns[0] = h0, c0, n0
+    h, c, n, m = h0, c0, n0, m0
+    for t in range(S):
+        i_raw, f_raw, z_raw, o_raw = (xs[t] + _recurrent(h, Rd)).unbind(1)
+        lf = F.logsigmoid(f_raw)
+        m_new = torch.where(n == 0, i_raw, torch.maximum(i_raw, lf + m))
+        a = acts[t]
+        torch.exp(i_raw - m_new, out=a[:, 0])
+        torch.exp(lf + m - m_new, out=a[:, 1])
+        torch.tanh(z_raw, out=a[:, 2])
+        torch.sigmoid(o_raw, out=a[:, 3])
+        torch.sigmoid(-f_raw, out=a[:, 4])
+        c = torch.addcmul(a[:, 1] * c, a[:, 0], a[:, 2], out=cs[t + 1])
+        n = torch.add(a[:, 1] * n, a[:, 0], out=ns[t + 1])
+        h = torch.mul(a[:, 3], c / n, out=hs[t + 1])
+        m = m_new
+    return hs, cs, ns, acts, m
+
+
+def _backward_loop(d_out: Tensor, dh_end: Tensor, Rt: Tensor, hs: Tensor, cs: Tensor, ns: Tensor,
+                   acts: Tensor):
+    """Back-propagation through time in PyTorch ops; returns d_raw (S, B, 4, NH, DH), dh0, dc0, dn0."""
+    S, B = acts.shape[0], acts.shape[1]
+    NH, DH = hs.shape[2], hs.shape[3]
+    d_raw = acts.new_empty(S, B, 4, NH, DH)
+    dh_rec = dh_end
+    dc_next = torch.zeros_like(hs[0])
+    dn_next = torch.zeros_like(hs[0])
+    for t in range(S - 1, -1, -1):
+        ig, fg, tz, so, sf = acts[t].unbind(1)
+        c, n = cs[t + 1], ns[t + 1]
+        dh = d_out[t] + dh_rec
+        r = c / n
+        dc = dc_next + dh * so / n
+        dn = dn_next - dh * so * r / n
+        g = d_raw[t]
+        torch.mul(dc * tz + dn, ig, out=g[:, 0])
+        torch.mul((dc * cs[t] + dn * ns[t]) * fg, sf, out=g[:, 1])
+        torch.mul(dc * ig, 1 - tz * tz, out=g[:, 2])
+        torch.mul(dh * r, so * (1 - so), out=g[:, 3])
+        dc_next, dn_next = dc * fg, dn * fg
+        dh_rec = torch.bmm(g.permute(2, 0, 1, 3).reshape(NH, B, 4 * DH), Rt).transpose(0, 1)
+    return d_raw, dh_rec, dc_next, dn_next
 
 
 def slstm_scan(
