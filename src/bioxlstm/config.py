@@ -124,15 +124,7 @@ class ModelConfig:
     @classmethod
     def from_file(cls, path: str | Path) -> ModelConfig:
         """Load from a YAML or JSON file; a `preset:` key starts from that preset."""
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except OSError as err:
-            raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
-        if isinstance(data, dict) and "model" in data:
-            data = data["model"]
+        data = read_config_file(path, "model")
         if isinstance(data, dict) and "preset" in data:
             overrides = {k: v for k, v in data.items() if k != "preset"}
             return preset(data["preset"], **overrides)
@@ -140,6 +132,20 @@ class ModelConfig:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def read_config_file(path: str | Path, section: str) -> Any:
+    """A YAML/JSON file's content, or its `section:` mapping when it has one (run files hold both)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    if isinstance(data, dict) and section in data:
+        data = data[section]
+    return data
 
 
 def round_up(x: float, multiple: int) -> int:

@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
@@ -29,6 +28,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 
 from bioxlstm.checkpoint import atomic_write, load_weights
+from bioxlstm.config import read_config_file
 from bioxlstm.data.batches import Batch, BatchSource, TokenWindows, eval_batches
 from bioxlstm.errors import CheckpointError, ConfigError
 
@@ -129,16 +129,7 @@ class TrainConfig:
     @classmethod
     def from_file(cls, path: str | Path) -> TrainConfig:
         """Load from YAML or JSON; a top-level `train:` section is used when present."""
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except OSError as err:
-            raise ConfigError(f"cannot read train config file {path}: {err.strerror}") from None
-        except yaml.YAMLError as err:
-            raise ConfigError(f"train config file {path} is not valid YAML: {err}") from None
-        if isinstance(data, dict) and "train" in data:
-            data = data["train"]
-        return cls.from_dict(data)
+        return cls.from_dict(read_config_file(path, "train"))
 
 
 def _is_int(value: Any) -> bool:
