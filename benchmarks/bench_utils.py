@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
@@ -236,3 +237,20 @@ def storage_bytes(obj: Any) -> int:
     storages = {(t.device, t.untyped_storage().data_ptr()): t.untyped_storage().nbytes()
                 for t in tensors(obj)}
     return sum(storages.values())
+
+
+def add_run_args(parser: argparse.ArgumentParser) -> None:
+    """The options every benchmark shares: --quick, --device, --dtype, --threads."""
+    parser.add_argument("--quick", action="store_true", help="short smoke run with small "
+                        "defaults (each still overridable)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="cuda when available under auto (default)")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+                        help="parameter and activation dtype (default float32)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+
+
+def add_output_args(parser: argparse.ArgumentParser) -> None:
+    """--json for the results, and the hidden --worker used to run one case in a subprocess."""
+    parser.add_argument("--json", metavar="OUT", help="also write results and machine info here")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)

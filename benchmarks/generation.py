@@ -20,6 +20,8 @@ import torch
 from bench_utils import (
     ModelSpec,
     PeakMemory,
+    add_output_args,
+    add_run_args,
     build,
     machine_info,
     resolve,
@@ -65,15 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-seconds", type=float, help="time budget per case; a worker "
                         "over it plus a minute of start-up is killed and the case skipped "
                         f"(default {FULL['max_seconds']:g}; --quick: {QUICK['max_seconds']:g})")
-    parser.add_argument("--quick", action="store_true", help="short smoke run with small "
-                        "defaults (each still overridable)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="cuda when available under auto (default)")
-    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
-                        help="parameter and activation dtype (default float32)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--json", metavar="OUT", help="also write results and machine info here")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    add_run_args(parser)
+    add_output_args(parser)
     args = parser.parse_args(argv)
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:

@@ -20,6 +20,8 @@ from bench_utils import (
     DEFAULT_MODELS,
     ModelSpec,
     PeakMemory,
+    add_output_args,
+    add_run_args,
     build,
     machine_info,
     resolve,
@@ -59,18 +61,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-seconds", type=float, help="time budget per case; a phase "
                         "projected to exceed it is skipped, a worker exceeding it is killed "
                         f"(default {FULL['max_seconds']:g}; --quick: {QUICK['max_seconds']:g})")
-    parser.add_argument("--quick", action="store_true", help="short smoke run with small "
-                        "defaults (each still overridable)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="cuda when available under auto (default)")
-    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
-                        help="parameter and activation dtype (default float32)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    add_run_args(parser)
     parser.add_argument("--checkpointing", action="store_true",
                         help="xLSTM models recompute each block in the backward pass (activation "
                              "checkpointing): less memory, about a third more compute")
-    parser.add_argument("--json", metavar="OUT", help="also write results and machine info here")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    add_output_args(parser)
     args = parser.parse_args(argv)
     if (args.warmup is not None and args.warmup < 1) or (args.repeats is not None
                                                          and args.repeats < 1):
