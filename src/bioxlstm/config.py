@@ -108,12 +108,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         """Build from a mapping, rejecting unknown or missing fields by name."""
-        if not isinstance(data, dict):
-            raise ConfigError(f"a model config must be a mapping, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown config field(s) {unknown}; known fields: {sorted(known)}")
+        check_fields(cls, data, "model")
         if "vocab_size" not in data:
             raise ConfigError("config field 'vocab_size' is required")
         try:
@@ -132,6 +127,16 @@ class ModelConfig:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def check_fields(cls: type, data: Any, what: str) -> None:
+    """Raise ConfigError unless `data` is a mapping whose keys are all fields of dataclass `cls`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"a {what} config must be a mapping, got {type(data).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown {what} config field(s) {unknown}; known fields: {sorted(known)}")
 
 
 def read_config_file(path: str | Path, section: str) -> Any:

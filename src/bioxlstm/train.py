@@ -28,7 +28,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 
 from bioxlstm.checkpoint import atomic_write, load_weights
-from bioxlstm.config import read_config_file
+from bioxlstm.config import check_fields, read_config_file
 from bioxlstm.data.batches import Batch, BatchSource, TokenWindows, eval_batches
 from bioxlstm.errors import CheckpointError, ConfigError
 
@@ -118,12 +118,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Build from a mapping, rejecting unknown fields by name."""
-        if not isinstance(data, dict):
-            raise ConfigError(f"a train config must be a mapping, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown train config field(s) {unknown}; known: {sorted(known)}")
+        check_fields(cls, data, "train")
         return cls(**data)
 
     @classmethod
