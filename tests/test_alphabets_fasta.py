@@ -2,11 +2,12 @@
 
 import gzip
 import math
+import re
 
 import pytest
 import torch
 
-from bioxlstm.alphabets import DNA, PROTEIN, AlphabetError, get_alphabet
+from bioxlstm.alphabets import DNA, PROTEIN, AlphabetError, encode_dna, get_alphabet
 from bioxlstm.baselines.kmer import KmerModel
 from bioxlstm.data.fasta import FastaError, read_fasta
 
@@ -36,6 +37,26 @@ def test_bad_character_names_record_and_position():
         get_alphabet("rna")
 
 
+def test_encode_dna_matches_encode_on_bases_soft_masking_and_iupac():
+    letters = "ACGTNacgtnRYSWKMBDHVryswkmbdhv"
+    g = torch.Generator().manual_seed(0)
+    text = "".join(letters[j] for j in torch.randint(0, len(letters), (5000,), generator=g))
+    ids = encode_dna(text)
+    assert ids.dtype == torch.long and ids.tolist() == DNA.encode(text)
+    assert encode_dna("acgtn").tolist() == [7, 8, 9, 10, 11] and encode_dna("").numel() == 0
+
+
+@pytest.mark.parametrize("text,position", [("AC!T", 3), ("ACGé", 4), ("AC[MASK]", 3),
+                                           ("ACG T", 4), ("ACGU", 4)])
+def test_encode_dna_names_record_and_position_of_a_bad_character(text, position):
+    bad = re.escape(repr(text[position - 1]))
+    with pytest.raises(AlphabetError, match=rf"^record 'chr1:11-20', position {position}: "
+                                            rf"character {bad} is not in the DNA alphabet$"):
+        encode_dna(text, record="chr1:11-20")
+    with pytest.raises(AlphabetError, match=rf"position {position}: character {bad}"):
+        DNA.encode(text)
+
+
 def test_fasta_plain_and_gzip(tmp_path):
     text = ">a desc\nACGT\nAC\n\n>b\nGG\n"
     (tmp_path / "x.fa").write_text(text)
@@ -59,3 +80,8 @@ def test_kmer_model_learns_a_periodic_sequence():
     tokens = torch.tensor([7, 8, 9, 10] * 200)
     assert KmerModel(0, 12).fit(tokens).nll(tokens) == pytest.approx(math.log(4), rel=0.05)
     assert KmerModel(2, 12).fit(tokens).nll(tokens) < 0.01
+
+
+def test_a_character_that_uppercases_to_two_is_refused_at_its_position():
+    with pytest.raises(AlphabetError, match="position 2: character 'ß'"):
+        DNA.encode("AßC")

@@ -22,11 +22,21 @@ def test_round_up_and_inner_widths():
 
 @pytest.mark.parametrize("field,value", [
     ("d_model", 0), ("num_blocks", -1), ("dropout", 1.5), ("mlstm_form", "fast"),
-    ("slstm_at", [7]), ("vocab_size", "12"), ("bidirectional", "yes"),
+    ("slstm_at", [7]), ("vocab_size", "12"), ("bidirectional", "yes"), ("rc_equivariant", 1),
 ])
 def test_bad_fields_are_named(field, value):
     with pytest.raises(ConfigError, match=field):
         preset("tiny-mixed", **{field: value})
+
+
+def test_rc_equivariance_needs_the_dna_vocabulary():
+    assert preset("dna-xlstm-500k", rc_equivariant=True).rc_equivariant
+    assert ModelConfig(vocab_size=12, rc_equivariant=True).rc_equivariant
+    assert not preset("dna-xlstm-500k").rc_equivariant
+    for overrides in ({"alphabet": "protein", "vocab_size": 38}, {"vocab_size": 16},
+                      {"alphabet": "smiles"}):
+        with pytest.raises(ConfigError, match="rc_equivariant"):
+            preset("tiny-mixed", rc_equivariant=True, **overrides)
 
 
 def test_unknown_preset_and_fields():

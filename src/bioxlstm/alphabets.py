@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from bioxlstm.errors import BioXLSTMError
@@ -39,8 +40,9 @@ class Alphabet:
         """Ids of each character; an unknown character raises AlphabetError naming its position."""
         ids = self._ids
         out = []
-        for pos, ch in enumerate(text.upper() if self.uppercase else text):
-            tok = self.aliases.get(ch, ch)
+        for pos, ch in enumerate(text):
+            up = ch.upper() if self.uppercase else ch
+            tok = self.aliases.get(up, up)
             if tok not in ids or tok in self.specials:
                 where = f"record {record!r}, " if record else ""
                 raise AlphabetError(f"{where}position {pos + 1}: character {text[pos]!r} is not in the "
@@ -68,6 +70,23 @@ DNA = Alphabet(
     aliases=_IUPAC,
     complement={"A": "T", "T": "A", "C": "G", "G": "C"},
 )
+
+_DNA_BYTES = np.full(256, -1, dtype=np.int64)  # byte -> DNA id; -1 for bytes DNA cannot encode
+for _ch in "ACGTN" + "".join(_IUPAC):
+    _DNA_BYTES[[ord(_ch), ord(_ch.lower())]] = DNA.id(DNA.aliases.get(_ch, _ch))
+
+
+def encode_dna(text: str, record: str | None = None) -> torch.Tensor:
+    """DNA ids of text as a 1-D long tensor: `DNA.encode` vectorised for genome-sized windows."""
+    raw = text.encode("ascii", errors="replace")
+    ids = _DNA_BYTES[np.frombuffer(raw, dtype=np.uint8)]
+    bad = np.flatnonzero(ids < 0)
+    if bad.size:
+        where = f"record {record!r}, " if record else ""
+        raise AlphabetError(f"{where}position {bad[0] + 1}: character {text[bad[0]]!r} is not in "
+                            f"the DNA alphabet")
+    return torch.from_numpy(ids)
+
 
 _PROTEIN_SPECIALS = ("<cls>", "<pad>", "<eos>", "<unk>")
 _MASKS = ("<null_1>", "<mask>", "<mask-1>", "<mask-2>", "<mask-3>", "<mask-4>", "<mask-5>")

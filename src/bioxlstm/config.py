@@ -19,7 +19,8 @@ MLSTM_FORMS = ("chunkwise", "parallel", "recurrent")
 class ModelConfig:
     """Shape and options of an xLSTM language model (SPEC section 1).
 
-    Blocks are mLSTM unless their index is listed in `slstm_at`.
+    Blocks are mLSTM unless their index is listed in `slstm_at`. `rc_equivariant` makes a DNA
+    model reverse-complement equivariant by parameter sharing (SPEC section 2, PS).
     """
 
     vocab_size: int
@@ -42,6 +43,7 @@ class ModelConfig:
     mlstm_form: str = "chunkwise"
     pad_vocab_multiple: int = 8
     alphabet: str | None = None
+    rc_equivariant: bool = False
 
     def __post_init__(self) -> None:
         self.slstm_at = sorted(int(j) for j in self.slstm_at)
@@ -82,9 +84,14 @@ class ModelConfig:
                               f"d_model ({self.d_model})")
         if self.alphabet is not None and not isinstance(self.alphabet, str):
             raise ConfigError(f"config field 'alphabet' must be a name, got {self.alphabet!r}")
-        for name in ("bidirectional", "rope"):
+        for name in ("bidirectional", "rope", "rc_equivariant"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"config field '{name}' must be true or false")
+        if self.rc_equivariant and ((self.alphabet or "dna").lower() != "dna"
+                                    or self.vocab_size != DNA_VOCAB):
+            raise ConfigError(f"config field 'rc_equivariant' needs the DNA alphabet (alphabet 'dna' "
+                              f"and vocab_size {DNA_VOCAB}), got alphabet {self.alphabet!r} and "
+                              f"vocab_size {self.vocab_size}")
 
     @property
     def has_mlstm(self) -> bool:

@@ -12,10 +12,14 @@ from torch import Tensor, nn
 
 from bioxlstm.config import ModelConfig
 from bioxlstm.layers.primitives import LayerNorm, small_init_
+from bioxlstm.layers.rcps import fold_hidden, fold_logits, rc_pair
 from bioxlstm.layers.stack import BlockStack, StackState
+from bioxlstm.rc import COMPLEMENT
 from bioxlstm.sampling import sample_next
 
 IGNORE_INDEX = -100
+PS_SEES_AHEAD = ("in an RC-equivariant (rc_equivariant=True) model the reverse-complement strand "
+                 "at position t has read every token after t")
 
 
 @dataclass
@@ -29,7 +33,7 @@ class LMState:
 @dataclass
 class LMOutput:
     logits: Tensor  # (B, S, vocab_size)
-    hidden: Tensor  # (B, S, d_model), after the final norm
+    hidden: Tensor  # (B, S, d_model), after the final norm (RC-equivariant models: both strands' mean)
     state: LMState | None = None
 
 
@@ -40,7 +44,13 @@ class Embeddings:
 
 
 class XLSTMLanguageModel(nn.Module):
-    """One model class for DNA, proteins and SMILES; what differs per alphabet is the config."""
+    """One model class for DNA, proteins and SMILES; what differs per alphabet is the config.
+
+    With config.rc_equivariant the model is RC-equivariant by parameter sharing (SPEC section 2):
+    the stack runs with the same weights on x and on RC(x), and the head adds the RC strand's
+    logits, complement-permuted and read in the forward frame. Such a model sees both strands of
+    the whole sequence, so it trains with MLM and keeps no state.
+    """
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -83,19 +93,45 @@ class XLSTMLanguageModel(nn.Module):
     ) -> LMOutput:
         """Logits for every position; pass `state` to continue where an earlier call stopped.
 
-        `lengths` (B,) marks right padding, so bidirectional models reverse each sequence
-        within its own length; causal models never look ahead, so padding cannot reach them.
+        `lengths` (B,) marks right padding, so bidirectional and RC-equivariant models reverse
+        each sequence within its own length; causal models never look ahead, so padding cannot
+        reach them.
         """
         self._check_ids(input_ids)
         B, S = input_ids.shape
         offset = 0 if state is None else state.position
         if position_ids is None and self.config.rope:
             position_ids = torch.arange(offset, offset + S, device=input_ids.device).expand(B, S)
+        if self.config.rc_equivariant:
+            return self._forward_both_strands(input_ids, state, return_state, position_ids, lengths)
         x = self.dropout(self.embedding(input_ids))
         h, blocks = self.stack(x, None if state is None else state.blocks, position_ids, lengths)
         h = self.norm(h)
         logits = self.head(h)[..., : self.config.vocab_size]
         return LMOutput(logits, h, LMState(blocks, offset + S) if return_state else None)
+
+    def _forward_both_strands(
+        self,
+        input_ids: Tensor,
+        state: LMState | None,
+        return_state: bool,
+        position_ids: Tensor | None,
+        lengths: Tensor | None,
+    ) -> LMOutput:
+        """The RCPS forward: one shared-weight pass over the rows [x; RC(x)], folded at the head."""
+        if state is not None or return_state:
+            raise ValueError(f"an RC-equivariant model takes and returns no state: {PS_SEES_AHEAD}")
+        B, S = input_ids.shape
+        if lengths is not None:
+            lengths = _lengths(lengths, B, S, input_ids.device)
+        if position_ids is not None:
+            position_ids = torch.cat([position_ids.expand(B, S)] * 2)
+        both = rc_pair(input_ids, COMPLEMENT, lengths)
+        x = self.dropout(self.embedding(both))
+        h, _ = self.stack(x, None, position_ids, None if lengths is None else lengths.repeat(2))
+        h = self.norm(h)
+        logits = self.head(h)[..., : self.config.vocab_size]
+        return LMOutput(fold_logits(logits, COMPLEMENT, lengths), fold_hidden(h, lengths))
 
     def loss(
         self,
@@ -108,7 +144,11 @@ class XLSTMLanguageModel(nn.Module):
 
         clm: position t predicts labels[t + 1] (labels default to input_ids).
         mlm: position t predicts labels[t] (labels required; unmasked positions set to -100).
+        RC-equivariant models take only mlm: their RC strand at t has read the tokens after t.
         """
+        if objective == "clm" and self.config.rc_equivariant:
+            raise ValueError(f"the causal LM loss leaks the future here: {PS_SEES_AHEAD}; "
+                             f"train RC-equivariant models with objective='mlm'")
         logits = self(input_ids, position_ids=position_ids).logits
         if objective == "clm":
             targets = (input_ids if labels is None else labels)[:, 1:]
@@ -129,8 +169,9 @@ class XLSTMLanguageModel(nn.Module):
         if chunk_tokens is None or input_ids.shape[1] <= chunk_tokens:
             yield 0, self(input_ids, lengths=lengths)
             return
-        if self.config.bidirectional:
-            raise ValueError("a bidirectional model cannot run in pieces: give chunk_tokens=None")
+        if self.config.bidirectional or self.config.rc_equivariant:
+            kind = "an RC-equivariant" if self.config.rc_equivariant else "a bidirectional"
+            raise ValueError(f"{kind} model cannot run in pieces: give chunk_tokens=None")
         state = None
         for start in range(0, input_ids.shape[1], chunk_tokens):
             out = self(input_ids[:, start:start + chunk_tokens], state=state, return_state=True)
@@ -144,8 +185,10 @@ class XLSTMLanguageModel(nn.Module):
         """Sum over t >= 1 of log p(x_t | x_<t) per sequence (B,), ignoring right padding.
 
         With chunk_tokens the input is fed in pieces through the recurrent state, so memory
-        does not grow with sequence length.
+        does not grow with sequence length. Not defined for RC-equivariant models, which see ahead.
         """
+        if self.config.rc_equivariant:
+            raise ValueError(f"log_likelihood needs a causal model, but {PS_SEES_AHEAD}")
         B, S = input_ids.shape
         lengths = _lengths(lengths, B, S, input_ids.device)
         total = torch.zeros(B, dtype=torch.float64, device=input_ids.device)
@@ -162,7 +205,12 @@ class XLSTMLanguageModel(nn.Module):
     def embed(
         self, input_ids: Tensor, lengths: Tensor | None = None, chunk_tokens: int | None = None
     ) -> Embeddings:
-        """Per-token hidden states and their mean over each sequence's valid positions."""
+        """Per-token hidden states and their mean over each sequence's valid positions.
+
+        For an RC-equivariant model per_token[t] is the mean of the forward strand's state at t and
+        the RC strand's state at the mirror position: d_model channels, so downstream heads need no
+        change, embed(RC(x)).per_token is embed(x).per_token reversed, and pooled is RC-invariant.
+        """
         B, S = input_ids.shape
         lengths = _lengths(lengths, B, S, input_ids.device)
         per_token = torch.cat([out.hidden for _, out in self._pieces(input_ids, chunk_tokens,
@@ -191,6 +239,8 @@ class XLSTMLanguageModel(nn.Module):
         """
         if self.config.bidirectional:
             raise ValueError("a bidirectional model cannot generate: it needs the whole sequence")
+        if self.config.rc_equivariant:
+            raise ValueError(f"an RC-equivariant model cannot generate: {PS_SEES_AHEAD}")
         if prompt_ids.dim() != 2 or prompt_ids.shape[1] == 0:
             raise ValueError("generate needs a non-empty prompt of shape (batch, length)")
         out = self(prompt_ids, return_state=True)

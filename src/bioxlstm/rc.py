@@ -1,12 +1,25 @@
-"""Reverse complement of DNA token ids, the operation every RC-aware model and augmentation uses."""
+"""Reverse complement of DNA token ids, and post-hoc conjoining (PH) of any model's two strands.
+
+PH (SPEC section 2): run a model on x and on RC(x) and average what it says, read in x's frame.
+The result is exactly RC-invariant (pooled) or RC-equivariant (per position) whatever the model;
+train such models with RC augmentation so both strands are in distribution.
+"""
 
 from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from bioxlstm.alphabets import DNA
 from bioxlstm.layers.blocks import reverse
+from bioxlstm.layers.rcps import rc_pair
+
+if TYPE_CHECKING:
+    from bioxlstm.model import XLSTMLanguageModel
 
 COMPLEMENT = torch.tensor(DNA.complement_ids())
 
@@ -19,3 +32,47 @@ def complement(ids: Tensor) -> Tensor:
 def reverse_complement(ids: Tensor, lengths: Tensor | None = None) -> Tensor:
     """RC of each row of ids (B, S) within its own length; right padding stays in place."""
     return complement(reverse(ids, lengths))
+
+
+def conjoined_log_probs(
+    model: XLSTMLanguageModel, ids: Tensor, lengths: Tensor | None = None
+) -> Tensor:
+    """Per-position log-probabilities (B, S, 12): the mean of the model's distributions on x and RC(x).
+
+    The RC run's distributions are reversed back to x's frame (within `lengths`) and complemented
+    over the vocabulary, then averaged as probabilities (so each position is still a distribution):
+    the output on RC(x) is the complemented output on x, reversed. Position t predicts token t in a
+    bidirectional/MLM model, so this is its natural per-position output. A causal model's forward
+    run at t predicts x[t+1] from x[:t+1] but its RC run predicts x[t-1] from x[t:]: for causal
+    models use conjoined_pooled on pooled outputs instead.
+    """
+    lengths = _as_lengths(lengths, ids)
+    logits = model(rc_pair(ids, COMPLEMENT, lengths), lengths=_twice(lengths)).logits
+    if logits.shape[-1] != len(COMPLEMENT):
+        raise ValueError(f"conjoining needs a DNA model with {len(COMPLEMENT)} tokens, "
+                         f"got {logits.shape[-1]}")
+    logp = logits.to(torch.promote_types(logits.dtype, torch.float32)).log_softmax(-1)
+    fwd, rc = logp.chunk(2)
+    rc = reverse(rc[..., COMPLEMENT.to(rc.device)], lengths)
+    return torch.logaddexp(fwd, rc) - math.log(2)
+
+
+def conjoined_pooled(
+    fn: Callable[[Tensor, Tensor | None], Tensor], ids: Tensor, lengths: Tensor | None = None
+) -> Tensor:
+    """Mean of fn(x, lengths) and fn(RC(x), lengths): per-sequence outputs made RC-invariant.
+
+    `fn` maps ids (N, S) and lengths (N,) or None to per-sequence outputs (N, ...), for example
+    class logits or `lambda i, n: model.embed(i, n).pooled`; it runs once, on the rows [x; RC(x)].
+    """
+    lengths = _as_lengths(lengths, ids)
+    fwd, rc = fn(rc_pair(ids, COMPLEMENT, lengths), _twice(lengths)).chunk(2)
+    return (fwd + rc) / 2
+
+
+def _as_lengths(lengths: Tensor | None, ids: Tensor) -> Tensor | None:
+    return None if lengths is None else torch.as_tensor(lengths, device=ids.device)
+
+
+def _twice(lengths: Tensor | None) -> Tensor | None:
+    return None if lengths is None else lengths.repeat(2)

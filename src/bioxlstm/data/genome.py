@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import bisect
+import zlib
 from pathlib import Path
 
 from bioxlstm.errors import BioXLSTMError
+
+_READ_ERRORS = (OSError, ValueError, IndexError, EOFError, zlib.error)
+_MAX_HEADER = 1 << 16  # the index check reads header lines up to this long; longer ones are refused
 
 
 class GenomeError(BioXLSTMError, ValueError):
@@ -14,6 +19,20 @@ class GenomeError(BioXLSTMError, ValueError):
 def _is_gzip(path: Path) -> bool:
     with open(path, "rb") as fh:
         return fh.read(2) == b"\x1f\x8b"
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split())
+
+
+def _ustart(block) -> int:
+    """Where a bgzip block starts in the uncompressed file."""
+    return block.ustart
+
+
+def _is_sequence(text: str) -> bool:
+    """Sequence letters only: no line break, space or '>' (a misplaced index reads those)."""
+    return bool(text) and ">" not in text and not any(c.isspace() for c in text)
 
 
 def _is_bgzf(path: Path) -> bool:
@@ -44,34 +63,82 @@ class Genome:
                                         read_ahead=1 << 16, as_raw=True, rebuild=True)
         except (pyfaidx.FastaIndexingError, pyfaidx.UnsupportedCompressionFormat, ValueError,
                 OSError, RuntimeError) as err:
-            raise GenomeError(f"{self.path}: cannot be indexed as FASTA ({err})") from None
+            raise GenomeError(f"{self.path}: cannot be indexed as FASTA ({_one_line(err)}); if "
+                              f"{self.path}.fai is stale, delete it so it is rebuilt") from None
         self.lengths = {name: len(record) for name, record in self._fasta.records.items()}
         if not self.lengths:
             raise GenomeError(f"{self.path}: no FASTA records")
         self._check_index()
 
     def _check_index(self) -> None:
-        """Every record's first and last base must be sequence letters, not line breaks or '>'."""
+        """Refuse an index that does not describe the file: a stale .fai newer than the FASTA
+        (copied, or written for another file) would otherwise be read as wrong bases."""
         for name, length in self.lengths.items():
             if length == 0:
                 raise GenomeError(f"{self.path}: record {name!r} has no sequence")
-            ends = self.fetch(name, 0, 1) + self.fetch(name, length - 1, length)
-            if not ends.isalpha():
+            try:
+                matches = self._record_matches(name, length)
+            except (GenomeError, *_READ_ERRORS):
+                matches = False
+            if not matches:
                 raise GenomeError(f"{self.path}: the index {self.path}.fai does not match the "
                                   f"file (record {name!r}); delete it so it is rebuilt")
+
+    def _record_matches(self, name: str, length: int) -> bool:
+        """The record's header line ends right before its first base, and its first line break
+        and the break after its last base sit where the index puts them."""
+        rec = self._fasta.faidx.index[name]
+        if not 0 < rec.lenc <= rec.lenb <= rec.lenc + 2:
+            return False
+        back = 256
+        head = self._raw(max(rec.offset - back, 0), rec.offset)
+        while "\n" not in head[:-1] and back < min(rec.offset, _MAX_HEADER):
+            back *= 16
+            head = self._raw(max(rec.offset - back, 0), rec.offset)
+        header = head[:-1].rsplit("\n", 1)[-1].rstrip("\r")
+        if not head.endswith("\n") or header.split()[:1] != [f">{name}"]:
+            return False
+        first = self._raw(rec.offset, rec.offset + min(length, rec.lenc))
+        if length > rec.lenc:
+            breaks = self._raw(rec.offset + rec.lenc, rec.offset + rec.lenb)
+            first += self._raw(rec.offset + rec.lenb, rec.offset + rec.lenb + 1)
+            if breaks.strip() or len(breaks) != rec.lenb - rec.lenc:
+                return False
+        last = rec.offset + (length - 1) // rec.lenc * rec.lenb + (length - 1) % rec.lenc
+        tail = self._raw(last, last + 2)
+        return _is_sequence(first) and _is_sequence(tail[:1]) and not tail[1:].strip()
+
+    def _raw(self, start: int, end: int) -> str:
+        """Characters [start, end) of the uncompressed file, line breaks included."""
+        faidx = self._fasta.faidx
+        with faidx.lock:
+            if faidx._bgzf:
+                from Bio.bgzf import make_virtual_offset
+
+                blocks = faidx.gzi_index
+                block = blocks[max(bisect.bisect_right(blocks, start, key=_ustart) - 1, 0)]
+                faidx.file.seek(make_virtual_offset(block.cstart, start - block.ustart))
+            else:
+                faidx.file.seek(start)
+            return faidx.file.read(end - start).decode()
 
     def fetch(self, chrom: str, start: int, end: int) -> str:
         """Bases [start, end) of chrom, 0-based half-open, upper case."""
         if chrom not in self.lengths:
-            raise GenomeError(f"{self.path}: no chromosome {chrom!r} (it has "
-                              f"{', '.join(list(self.lengths)[:5])}{', ...' if len(self.lengths) > 5 else ''})")
+            names = ", ".join(list(self.lengths)[:5]) + (", ..." if len(self.lengths) > 5 else "")
+            raise GenomeError(f"{self.path}: no chromosome {chrom!r} (it has {names})")
         if not 0 <= start < end <= self.lengths[chrom]:
             raise GenomeError(f"{chrom}:{start}-{end} is outside the chromosome "
                               f"(length {self.lengths[chrom]:,})")
         try:
-            return str(self._fasta[chrom][start:end])
-        except (OSError, ValueError) as err:
-            raise GenomeError(f"{self.path}: cannot read {chrom}:{start}-{end} ({err})") from None
+            bases = str(self._fasta[chrom][start:end])
+        except _READ_ERRORS as err:
+            raise GenomeError(f"{self.path}: cannot read {chrom}:{start}-{end} "
+                              f"({_one_line(err)})") from None
+        if len(bases) != end - start:
+            raise GenomeError(f"{self.path}: read {len(bases)} bases for {chrom}:{start}-{end}; "
+                              f"the index {self.path}.fai does not match the file, delete it")
+        return bases
 
     def close(self) -> None:
         self._fasta.close()

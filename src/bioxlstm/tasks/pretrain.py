@@ -1,8 +1,9 @@
-"""Causal-LM pretraining on the records of a FASTA file, for any fixed alphabet."""
+"""Pretraining: causal LM on the records of a FASTA file, and CLM/MLM on windows of a genome."""
 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -11,6 +12,9 @@ from bioxlstm.alphabets import Alphabet, get_alphabet
 from bioxlstm.config import ModelConfig
 from bioxlstm.data.batches import TokenWindows, eval_batches
 from bioxlstm.data.fasta import read_fasta
+from bioxlstm.data.genome import Genome
+from bioxlstm.data.genome_windows import GenomeWindows, WindowConfig, genome_eval_batches
+from bioxlstm.data.intervals import Interval, chromosome_intervals, read_intervals
 from bioxlstm.errors import ConfigError
 from bioxlstm.model import XLSTMLanguageModel
 from bioxlstm.train import TrainConfig, Trainer, find_checkpoint
@@ -50,12 +54,7 @@ def pretrain_fasta(
     resume: bool = False,
 ) -> Trainer:
     """Train a causal LM on a FASTA file; the model lands in run_dir/checkpoint."""
-    if model_config.alphabet is None:
-        raise ConfigError("config field 'alphabet' must name the alphabet to train on")
-    alphabet = get_alphabet(model_config.alphabet)
-    if model_config.vocab_size != len(alphabet):
-        raise ConfigError(f"config field 'vocab_size' is {model_config.vocab_size} but the "
-                          f"{alphabet.name} alphabet has {len(alphabet)} tokens")
+    alphabet = _check_alphabet(model_config)
     train, valid = split_tokens(fasta_tokens(fasta, alphabet), valid_fraction, seq_len)
     torch.manual_seed(train_config.seed)
     model = XLSTMLanguageModel(model_config)
@@ -66,3 +65,75 @@ def pretrain_fasta(
     trainer = Trainer(model, train_config, source, run_dir, valid_batches, resume=resume)
     trainer.train()
     return trainer
+
+
+@dataclass(frozen=True)
+class GenomeData:
+    """Where genome pretraining windows come from: a FASTA genome and how it is split.
+
+    intervals: a BED file (chrom start end split); without one, whole chromosomes are used and
+    valid_chroms / test_chroms name the held-out ones.
+    """
+
+    genome: str | Path
+    intervals: str | Path | None = None
+    valid_chroms: tuple[str, ...] = ()
+    test_chroms: tuple[str, ...] = ()
+
+    def load(self) -> tuple[Genome, list[Interval]]:
+        """Open the genome and read (or make) its intervals, checked against the genome."""
+        genome = Genome(self.genome)
+        if self.intervals is not None:
+            return genome, read_intervals(self.intervals, genome.lengths)
+        if not self.valid_chroms:
+            raise ConfigError("without an interval file, name the validation chromosomes "
+                              "(valid_chroms / --valid-chroms)")
+        return genome, chromosome_intervals(genome.lengths, self.valid_chroms, self.test_chroms)
+
+
+def pretrain_genome(
+    data: GenomeData,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    run_dir: str | Path,
+    windows: WindowConfig,
+    resume: bool = False,
+) -> Trainer:
+    """Pretrain a DNA model (CLM or MLM) on random windows of a genome's train split.
+
+    Validation uses fixed consecutive windows of the valid split; the model lands in
+    run_dir/checkpoint and the run resumes exactly with resume=True.
+    """
+    _check_alphabet(model_config, "dna")
+    if windows.objective == "clm" and (model_config.bidirectional or model_config.rc_equivariant):
+        kind = "bidirectional" if model_config.bidirectional else "RC-equivariant"
+        raise ConfigError(f"a {kind} model sees the tokens it would predict under the causal "
+                          f"objective; pretrain it with objective 'mlm'")
+    if windows.batch_size != train_config.batch_size:
+        raise ConfigError(f"window batch_size {windows.batch_size} differs from the training "
+                          f"batch_size {train_config.batch_size}")
+    genome, intervals = data.load()
+    source = GenomeWindows(genome, intervals, windows, split="train", seed=train_config.seed)
+    valid_batches = functools.partial(genome_eval_batches, genome, intervals, windows, "valid",
+                                      train_config.eval_batches, train_config.seed)
+    valid_batches()
+    torch.manual_seed(train_config.seed)
+    model = XLSTMLanguageModel(model_config)
+    resume = resume and find_checkpoint(run_dir) is not None
+    trainer = Trainer(model, train_config, source, run_dir, valid_batches, resume=resume)
+    trainer.train()
+    return trainer
+
+
+def _check_alphabet(model_config: ModelConfig, required: str | None = None) -> Alphabet:
+    """The config's alphabet, which must be set, match vocab_size and (if given) be `required`."""
+    if model_config.alphabet is None:
+        raise ConfigError("config field 'alphabet' must name the alphabet to train on")
+    alphabet = get_alphabet(model_config.alphabet)
+    if required is not None and alphabet.name.lower() != required:
+        raise ConfigError(f"config field 'alphabet' is {model_config.alphabet!r}; this data needs "
+                          f"{required!r}")
+    if model_config.vocab_size != len(alphabet):
+        raise ConfigError(f"config field 'vocab_size' is {model_config.vocab_size} but the "
+                          f"{alphabet.name} alphabet has {len(alphabet)} tokens")
+    return alphabet
