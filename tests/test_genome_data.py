@@ -245,7 +245,8 @@ def test_windows_are_pieces_of_the_training_split(genome, sequences, intervals):
         assert batch["objective"] == "clm" and batch["input_ids"].shape == (16, 256)
         for row, labels in zip(batch["input_ids"], batch["labels"]):
             text = DNA.decode(row)
-            assert len(text) == 256 and text in train and text not in held_out
+            assert row[0] == DNA.id("[SEP]")
+            assert len(text) == 255 and text in train and text not in held_out
             assert torch.equal(labels, torch.where(row == DNA.id("N"), IGNORE_INDEX, row))
 
 
@@ -253,14 +254,16 @@ def test_windows_are_uniform_over_positions(genome, intervals):
     recorder = Recording(genome)
     source = GenomeWindows(recorder, intervals, WindowConfig(seq_len=1024, batch_size=100))
     rows = torch.cat([source.next_batch()["input_ids"] for _ in range(30)])
+    assert (rows[:, 0] == DNA.id("[SEP]")).all()
+    rows = rows[:, 1:]
     assert torch.equal(torch.stack([encode_dna(genome.fetch(*call)) for call in recorder.calls]), rows)
-    assert all(iv.split == "train" and len(iv) >= 1024 for iv in source.intervals)
+    assert all(iv.split == "train" and len(iv) >= 1023 for iv in source.intervals)
     starts = {}
     for iv in source.intervals:
-        starts[iv.chrom] = starts.get(iv.chrom, 0) + len(iv) - 1023
+        starts[iv.chrom] = starts.get(iv.chrom, 0) + len(iv) - 1022
     share = sum(chrom == "BA000025.2" for chrom, _, _ in recorder.calls) / len(rows)
     assert share == pytest.approx(starts["BA000025.2"] / sum(starts.values()), abs=0.03)
-    within = [(start - iv.start) / (len(iv) - 1024) for chrom, start, _ in recorder.calls
+    within = [(start - iv.start) / (len(iv) - 1023) for chrom, start, _ in recorder.calls
               for iv in source.intervals if iv.chrom == chrom and iv.start <= start < iv.end]
     assert len(within) == len(rows) and sum(within) / len(within) == pytest.approx(0.5, abs=0.03)
 
@@ -269,7 +272,7 @@ def test_reverse_complement_augmentation_applies_at_rate_p(genome, intervals):
     for p, low, high in ((0.0, 0, 0), (0.5, 0.4, 0.6), (1.0, 1, 1)):
         recorder = Recording(genome)
         source = GenomeWindows(recorder, intervals, WindowConfig(64, 100, rc_prob=p), seed=1)
-        ids = torch.cat([source.next_batch()["input_ids"] for _ in range(3)])
+        ids = torch.cat([source.next_batch()["input_ids"] for _ in range(3)])[:, 1:]
         fetched = torch.stack([encode_dna(genome.fetch(*call)) for call in recorder.calls])
         rc = reverse_complement(fetched)
         flipped = (ids == rc).all(1) & ~(ids == fetched).all(1)
@@ -351,7 +354,7 @@ def test_short_intervals_are_skipped_and_bad_ones_refused(genome, intervals):
     source = GenomeWindows(genome, intervals, WindowConfig(seq_len=4000, batch_size=1))
     assert all(len(iv) >= 4000 for iv in source.intervals)
     assert len(source.intervals) < len(select_split(intervals, "train"))
-    raises_one_line(IntervalError, "no train interval holds a window of seq_len=70000",
+    raises_one_line(IntervalError, "no train interval holds a window of 69999 bases",
                     GenomeWindows, genome, intervals, WindowConfig(seq_len=70_000, batch_size=1))
     raises_one_line(IntervalError, "no intervals in the 'test' split", GenomeWindows, genome,
                     intervals[5:], WindowConfig(seq_len=64, batch_size=1), split="test")
@@ -381,8 +384,8 @@ def test_eval_batches_walk_each_interval_in_order_and_repeat(genome, intervals):
     clm = list(genome_eval_batches(genome, intervals, WindowConfig(1000, 7), split="test"))
     rows = torch.cat([b["input_ids"] for b in clm])
     assert len(rows) == 65 + 37
-    assert DNA.decode(rows[0]) == genome.fetch(CHR22, 196_608, 197_608)
-    assert DNA.decode(rows[65]) == genome.fetch(CHR22, 262_144, 263_144)
+    assert DNA.decode(rows[0]) == genome.fetch(CHR22, 196_608, 197_607)
+    assert DNA.decode(rows[65]) == genome.fetch(CHR22, 262_144, 263_143)
     capped = list(genome_eval_batches(genome, intervals, config, max_batches=2))
     assert len(capped) == 2 and torch.equal(capped[1]["labels"], batches[1]["labels"])
     raises_one_line(ConfigError, "'max_batches'", genome_eval_batches, genome, intervals, config,

@@ -72,6 +72,51 @@ def _demo(args: argparse.Namespace) -> None:
     run_demo(args.run_dir, args.steps, seed=args.seed)
 
 
+def _finetune(args: argparse.Namespace) -> None:
+    from bioxlstm.data.labelled import Columns
+    from bioxlstm.tasks.finetune import FinetuneConfig, finetune
+
+    config = FinetuneConfig(
+        epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
+        warmup_fraction=args.warmup_fraction, batch_size=args.batch_size,
+        max_length=args.max_length, freeze_backbone=args.freeze_backbone,
+        valid_fraction=args.valid_fraction, test_fraction=args.test_fraction, select=args.select,
+        seed=args.seed, device=args.device)
+    columns = Columns(args.sequence_column, args.label_column, args.id_column)
+    result = finetune(args.train, args.out, config, test=args.test, checkpoint=args.checkpoint,
+                      preset_name=args.preset, columns=columns)
+    scores = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
+    print(f"test: {scores}  (best epoch {result.best_epoch} of {args.epochs}, by valid "
+          f"{args.select})")
+    print(f"outputs: {result.out_dir} (predictions.csv, metrics.json, run.json, classifier/)")
+
+
+def _embed(args: argparse.Namespace) -> None:
+    from bioxlstm.tasks.embed import EmbedConfig, embed_fasta
+
+    config = EmbedConfig(batch_size=args.batch_size, chunk_tokens=args.chunk_tokens,
+                         device=args.device)
+    result = embed_fasta(args.fasta, args.checkpoint, args.out, args.per_token, config)
+    print(f"embedded {result.records} records ({result.dim} dimensions): "
+          f"{', '.join(map(str, result.files))}")
+
+
+def _score(args: argparse.Namespace) -> None:
+    from bioxlstm.errors import ConfigError
+    from bioxlstm.tasks.score import ScoreConfig, score_fasta, score_variants
+
+    config = ScoreConfig(batch_size=args.batch_size, chunk_tokens=args.chunk_tokens,
+                         window=args.window, device=args.device)
+    if args.fasta is not None:
+        count = score_fasta(args.fasta, args.checkpoint, args.out, config)
+        print(f"scored {count} sequences", file=sys.stderr)
+        return
+    if args.genome is None:
+        raise ConfigError("--variants needs --genome (the reference FASTA the positions refer to)")
+    print(score_variants(args.variants, args.genome, args.checkpoint, args.out, config).line(),
+          file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bioxlstm",
@@ -124,6 +169,82 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=300, help="optimiser steps (default 300)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(func=_demo)
+
+    p = sub.add_parser("finetune", help="fine-tune a checkpoint as a sequence classifier",
+                       description="Sequence classification: a pretrained backbone (or a fresh "
+                                   "preset, as a from-scratch baseline), mean pooling over the bases "
+                                   "and a linear head, trained with AdamW and a warmup+cosine schedule. "
+                                   "10%% of --train is held out to choose the best epoch. Data: CSV/TSV "
+                                   "with 'sequence' and 'label' columns (gzip allowed) or FASTA with "
+                                   "'>id label=VALUE' headers. Writes predictions.csv, metrics.json, "
+                                   "run.json and classifier/ into --out.")
+    backbone = p.add_mutually_exclusive_group(required=True)
+    backbone.add_argument("--checkpoint", help="pretrained checkpoint directory to fine-tune")
+    backbone.add_argument("--preset", help="train this preset from scratch instead (see `presets`)")
+    p.add_argument("--train", required=True, help="labelled training sequences (CSV, TSV or FASTA)")
+    p.add_argument("--test", help="labelled test sequences (default: a seeded split of --train)")
+    p.add_argument("--out", required=True, help="output directory (must not hold a run)")
+    p.add_argument("--epochs", type=int, default=10, help="passes over the training set (default 10)")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
+    p.add_argument("--batch-size", type=int, default=32, help="sequences per batch (default 32)")
+    p.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay (default 0.1)")
+    p.add_argument("--warmup-fraction", type=float, default=0.1,
+                   help="share of steps spent warming up (default 0.1)")
+    p.add_argument("--max-length", type=int,
+                   help="truncate sequences to this many bases (default: the model's context - 1)")
+    p.add_argument("--freeze-backbone", action="store_true",
+                   help="train only the linear head (a linear probe)")
+    p.add_argument("--select", choices=("accuracy", "mcc"), default="accuracy",
+                   help="validation metric that picks the best epoch (default accuracy)")
+    p.add_argument("--valid-fraction", type=float, default=0.1,
+                   help="share of --train held out for model selection (default 0.1)")
+    p.add_argument("--test-fraction", type=float, default=0.1,
+                   help="share of --train used as test set when there is no --test (default 0.1)")
+    p.add_argument("--sequence-column", default="sequence", help="sequence column (default sequence)")
+    p.add_argument("--label-column", default="label",
+                   help="label column, or the header key in FASTA (default label)")
+    p.add_argument("--id-column", help="column of record ids (default: row numbers)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default auto)")
+    p.set_defaults(func=_finetune)
+
+    p = sub.add_parser("embed", help="per-sequence (and per-base) embeddings of a FASTA file",
+                       description="Mean-pooled hidden states of each record, written as .npy (N x d "
+                                   "float32, ids in <out>.ids.txt) or .parquet (id, embedding; needs "
+                                   "pyarrow); --per-token adds an .npz of (length x d) arrays keyed by "
+                                   "record id. Long records run in pieces of --chunk-tokens carrying "
+                                   "the recurrent state, so memory stays bounded.")
+    p.add_argument("checkpoint", help="checkpoint directory (config.json + model.safetensors)")
+    p.add_argument("--fasta", required=True, help="FASTA file, plain or gzip")
+    p.add_argument("--out", required=True, help="pooled embeddings: .npy or .parquet")
+    p.add_argument("--per-token", help="also write per-base embeddings to this .npz")
+    p.add_argument("--batch-size", type=int, default=16, help="records per batch (default 16)")
+    p.add_argument("--chunk-tokens", type=int, default=4096,
+                   help="tokens run at once per record (default 4096)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default auto)")
+    p.set_defaults(func=_embed)
+
+    p = sub.add_parser("score", help="log-likelihood of sequences, or of variants (LLR)",
+                       description="With --fasta: per record the log-likelihood (natural log) of its "
+                                   "bases, the mean per base and the perplexity. With --variants and "
+                                   "--genome: for each row (chrom, pos 1-based, ref, alt) "
+                                   "llr = log p(alt window) - log p(ref window), averaged over both "
+                                   "strands; rows that cannot be scored keep a status and message. "
+                                   "Writes TSV to --out (default: standard output).")
+    p.add_argument("checkpoint", help="causal checkpoint directory (config.json + model.safetensors)")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--fasta", help="FASTA file of sequences to score")
+    what.add_argument("--variants", help="TSV/CSV/VCF table with chrom, pos, ref, alt columns")
+    p.add_argument("--genome", help="reference FASTA (plain or bgzip) for --variants")
+    p.add_argument("--out", default="-", help="output TSV (default '-': standard output)")
+    p.add_argument("--window", type=int, default=1024,
+                   help="bases around each variant, clipped at chromosome ends (default 1024)")
+    p.add_argument("--batch-size", type=int, default=16,
+                   help="sequences or variants per batch (default 16)")
+    p.add_argument("--chunk-tokens", type=int, default=4096,
+                   help="tokens run at once per sequence (default 4096)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default auto)")
+    p.set_defaults(func=_score)
     return parser
 
 

@@ -1,9 +1,10 @@
 """Genome pretraining batches: random windows of one split for training, fixed ones for evaluation.
 
-Windows lie wholly inside an interval: intervals shorter than seq_len are skipped rather than padded,
-so every batch is full-length and padding never reaches a bidirectional model. Nothing is prepended
-(a window is a piece of one chromosome, not a record). Windows with more than `max_n_fraction` N
-(assembly gaps) are redrawn in training and left out of evaluation.
+A row is [SEP] followed by seq_len - 1 bases of one interval, the same start-of-sequence marker the
+FASTA streams and the finetune/embed/score inputs carry. Intervals too short for a window are skipped
+rather than padded, so every batch is full-length and padding never reaches a bidirectional model.
+Windows with more than `max_n_fraction` N (assembly gaps) are redrawn in training and left out of
+evaluation.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from bioxlstm.alphabets import DNA, encode_dna
 from bioxlstm.data.batches import Batch
 from bioxlstm.data.genome import Genome, GenomeError
 from bioxlstm.data.intervals import Interval, IntervalError, select_split
-from bioxlstm.data.masking import MaskingConfig, clm_labels, mask_tokens
+from bioxlstm.data.masking import SEP_ID, MaskingConfig, clm_labels, mask_tokens
 from bioxlstm.errors import ConfigError
 from bioxlstm.rc import reverse_complement
 
@@ -37,7 +38,7 @@ class WindowConfig:
     max_n_fraction: windows with a larger share of N are redrawn (training) or skipped (evaluation).
     """
 
-    seq_len: int
+    seq_len: int  # tokens per row: [SEP] + seq_len - 1 bases
     batch_size: int
     objective: str = "clm"
     rc_prob: float = 0.0
@@ -49,6 +50,8 @@ class WindowConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"'{name}' must be a positive integer, got {value!r}")
+        if self.seq_len < 2:
+            raise ConfigError(f"'seq_len' must be at least 2 ([SEP] and a base), got {self.seq_len}")
         if self.objective not in OBJECTIVES:
             raise ConfigError(f"'objective' must be one of {', '.join(OBJECTIVES)}, "
                               f"got {self.objective!r}")
@@ -56,6 +59,11 @@ class WindowConfig:
             raise ConfigError(f"'rc_prob' must be in [0, 1], got {self.rc_prob}")
         if not 0.0 <= self.max_n_fraction < 1.0:
             raise ConfigError(f"'max_n_fraction' must be in [0, 1), got {self.max_n_fraction}")
+
+    @property
+    def bases(self) -> int:
+        """Bases per window: one position of seq_len holds the leading [SEP]."""
+        return self.seq_len - 1
 
 
 class GenomeWindows:
@@ -69,8 +77,8 @@ class GenomeWindows:
                  split: str = "train", seed: int = 0) -> None:
         self.genome = genome
         self.config = config
-        self.intervals = usable_intervals(genome, intervals, config.seq_len, split)
-        starts = torch.tensor([len(iv) - config.seq_len + 1 for iv in self.intervals])
+        self.intervals = usable_intervals(genome, intervals, config.bases, split)
+        starts = torch.tensor([len(iv) - config.bases + 1 for iv in self.intervals])
         self._ends = starts.cumsum(0)  # window positions of intervals [0, j] together
         self.generator = torch.Generator().manual_seed(seed)
         self.batches_drawn = 0
@@ -82,7 +90,7 @@ class GenomeWindows:
         flip = torch.rand(cfg.batch_size, generator=self.generator) < cfg.rc_prob
         ids = torch.where(flip[:, None], reverse_complement(ids), ids)
         self.batches_drawn += 1
-        return make_batch(ids, cfg, self.generator)
+        return make_batch(with_separator(ids), cfg, self.generator)
 
     def _draw(self) -> Tensor:
         """One window at a uniform position among all windows, redrawn while it is mostly N."""
@@ -91,7 +99,7 @@ class GenomeWindows:
             j = int(torch.searchsorted(self._ends, pos, right=True))
             iv = self.intervals[j]
             start = iv.start + pos - (int(self._ends[j - 1]) if j else 0)
-            ids = fetch_ids(self.genome, iv.chrom, start, start + self.config.seq_len)
+            ids = fetch_ids(self.genome, iv.chrom, start, start + self.config.bases)
             if _n_fraction(ids) <= self.config.max_n_fraction:
                 return ids
         raise GenomeError(f"{MAX_DRAWS} windows in a row held more than "
@@ -120,12 +128,12 @@ def genome_eval_batches(genome: Genome, intervals: Sequence[Interval], config: W
                         seed: int = 0) -> Iterator[Batch]:
     """Consecutive non-overlapping windows of each interval of split, batched: the same every call.
 
-    Interval tails shorter than seq_len are left out; no RC; MLM masks come from a generator
+    Interval tails shorter than a window are left out; no RC; MLM masks come from a generator
     seeded with `seed` afresh on every call.
     """
     if max_batches is not None and max_batches < 1:
         raise ConfigError(f"'max_batches' must be a positive integer, got {max_batches}")
-    chosen = usable_intervals(genome, intervals, config.seq_len, split)
+    chosen = usable_intervals(genome, intervals, config.bases, split)
     return _eval_stream(genome, chosen, config, max_batches, seed)
 
 
@@ -135,21 +143,21 @@ def _eval_stream(genome: Genome, intervals: list[Interval], config: WindowConfig
     rows: list[Tensor] = []
     emitted = 0
     for iv in intervals:
-        for start in range(iv.start, iv.end - config.seq_len + 1, config.seq_len):
-            ids = fetch_ids(genome, iv.chrom, start, start + config.seq_len)
+        for start in range(iv.start, iv.end - config.bases + 1, config.bases):
+            ids = fetch_ids(genome, iv.chrom, start, start + config.bases)
             if _n_fraction(ids) > config.max_n_fraction:
                 continue
             rows.append(ids)
             if len(rows) == config.batch_size:
-                yield make_batch(torch.stack(rows), config, generator)
+                yield make_batch(with_separator(torch.stack(rows)), config, generator)
                 rows, emitted = [], emitted + 1
                 if emitted == max_batches:
                     return
     if rows:
-        yield make_batch(torch.stack(rows), config, generator)
+        yield make_batch(with_separator(torch.stack(rows)), config, generator)
 
 
-def usable_intervals(genome: Genome, intervals: Sequence[Interval], seq_len: int,
+def usable_intervals(genome: Genome, intervals: Sequence[Interval], bases: int,
                      split: str) -> list[Interval]:
     """The split's intervals that hold at least one window; IntervalError if none does or one
     lies outside the genome."""
@@ -158,9 +166,9 @@ def usable_intervals(genome: Genome, intervals: Sequence[Interval], seq_len: int
         if iv.end > genome.lengths.get(iv.chrom, -1):
             raise IntervalError(f"interval {iv.chrom}:{iv.start}-{iv.end} lies outside the genome "
                                 f"{genome.path}")
-    usable = [iv for iv in chosen if len(iv) >= seq_len]
+    usable = [iv for iv in chosen if len(iv) >= bases]
     if not usable:
-        raise IntervalError(f"no {split} interval holds a window of seq_len={seq_len} (the longest "
+        raise IntervalError(f"no {split} interval holds a window of {bases} bases (the longest "
                             f"has {max(len(iv) for iv in chosen):,} bases)")
     return usable
 
@@ -168,6 +176,11 @@ def usable_intervals(genome: Genome, intervals: Sequence[Interval], seq_len: int
 def fetch_ids(genome: Genome, chrom: str, start: int, end: int) -> Tensor:
     """DNA ids of bases [start, end) of chrom."""
     return encode_dna(genome.fetch(chrom, start, end), record=f"{chrom}:{start + 1}-{end}")
+
+
+def with_separator(ids: Tensor) -> Tensor:
+    """Windows (B, L) with a [SEP] column in front: (B, L + 1)."""
+    return torch.cat([torch.full_like(ids[:, :1], SEP_ID), ids], dim=1)
 
 
 def make_batch(ids: Tensor, config: WindowConfig, generator: torch.Generator) -> Batch:

@@ -1,0 +1,130 @@
+"""Whole sequences as model input and per-sequence outputs, shared by finetune, embed and score.
+
+Each sequence is fed as `[separator] + bases`, the way pretraining saw record starts, so every base
+has a left context and the first base is scored too; pooled features average the bases' hidden
+states (the separator position is left out). Batches are right-padded with explicit lengths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from bioxlstm.alphabets import Alphabet, get_alphabet
+from bioxlstm.config import ModelConfig
+from bioxlstm.errors import BioXLSTMError
+from bioxlstm.model import XLSTMLanguageModel
+from bioxlstm.tasks.pretrain import SEPARATORS
+from bioxlstm.train import resolve_device
+
+PAD_TOKENS = {"DNA": "[PAD]", "protein": "<pad>"}
+
+
+class SequenceTooLongError(BioXLSTMError, ValueError):
+    """A sequence is longer than a model that cannot run in pieces may take at once."""
+
+
+def load_model(checkpoint: str | Path, device: str = "auto") -> tuple[XLSTMLanguageModel, Alphabet]:
+    """A checkpoint's model in eval mode on `device`, and the alphabet its config names."""
+    model = XLSTMLanguageModel.from_pretrained(checkpoint).to(resolve_device(device)).eval()
+    return model, model_alphabet(model.config)
+
+
+def model_alphabet(config: ModelConfig) -> Alphabet:
+    """The alphabet a model config names (DNA when it names none)."""
+    return get_alphabet(config.alphabet or "dna")
+
+
+def can_run_in_pieces(config: ModelConfig) -> bool:
+    """Whether outputs at a position depend only on the past, so a long input may run in pieces."""
+    return not config.bidirectional and not getattr(config, "rc_equivariant", False)
+
+
+def pad_batch(sequences: Sequence[Sequence[int] | np.ndarray], alphabet: Alphabet,
+              device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+    """(B, S) ids of `[separator] + sequence` per row, right-padded, and each row's length."""
+    sep, pad = alphabet.id(SEPARATORS[alphabet.name]), alphabet.id(PAD_TOKENS[alphabet.name])
+    lengths = torch.tensor([len(s) + 1 for s in sequences], dtype=torch.long)
+    ids = torch.full((len(sequences), int(lengths.max())), pad, dtype=torch.long)
+    ids[:, 0] = sep
+    for row, seq in enumerate(sequences):
+        ids[row, 1:len(seq) + 1] = torch.as_tensor(np.asarray(seq, dtype=np.int64))
+    return ids.to(device), lengths.to(device)
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, chunk_tokens: int) -> list[list[int]]:
+    """Indices grouped into batches, longest first, for padding that stays cheap.
+
+    A batch has at most batch_size rows and at most batch_size x chunk_tokens padded tokens, so one
+    long record never drags short ones through its full length (a longer record goes alone).
+    """
+    budget = batch_size * chunk_tokens
+    batches: list[list[int]] = []
+    for j in sorted(range(len(lengths)), key=lambda k: -lengths[k]):
+        if batches and len(batches[-1]) < batch_size and \
+                (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= budget:
+            batches[-1].append(j)
+        else:
+            batches.append([j])
+    return batches
+
+
+def base_mask(lengths: Tensor, start: int, width: int) -> Tensor:
+    """(B, width) bool: which of positions start..start+width-1 hold bases (1 <= t < length)."""
+    t = torch.arange(start, start + width, device=lengths.device).unsqueeze(0)
+    return (t >= 1) & (t < lengths.unsqueeze(1))
+
+
+def mean_pool(hidden: Tensor, lengths: Tensor) -> Tensor:
+    """Mean of hidden (B, S, d) over each row's bases; differentiable, for fine-tuning."""
+    mask = base_mask(lengths, 0, hidden.shape[1]).unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / (lengths - 1).clamp(min=1).unsqueeze(1).to(hidden.dtype)
+
+
+def hidden_pieces(model: XLSTMLanguageModel, ids: Tensor, lengths: Tensor,
+                  chunk_tokens: int) -> Iterator[tuple[int, Tensor]]:
+    """(start, hidden) over ids in pieces of chunk_tokens, carrying the recurrent state.
+
+    A model that sees the whole sequence at once (bidirectional, RC-equivariant) runs in one piece
+    and refuses inputs longer than chunk_tokens instead of running out of memory.
+    """
+    if ids.shape[1] <= chunk_tokens:
+        yield 0, model(ids, lengths=lengths).hidden
+        return
+    if not can_run_in_pieces(model.config):
+        raise SequenceTooLongError(
+            f"a sequence of {ids.shape[1] - 1:,} bases is longer than the chunk limit allows "
+            f"({chunk_tokens - 1:,} bases + separator), and this model sees the whole sequence at "
+            f"once so it cannot run in pieces; raise --chunk-tokens if memory allows")
+    state = None
+    for start in range(0, ids.shape[1], chunk_tokens):
+        out = model(ids[:, start:start + chunk_tokens], state=state, return_state=True)
+        state = out.state
+        yield start, out.hidden
+
+
+@torch.no_grad()
+def pooled_embeddings(model: XLSTMLanguageModel, ids: Tensor, lengths: Tensor, chunk_tokens: int,
+                      keep_tokens: bool = False, on_piece: Callable[[int], object] | None = None
+                      ) -> tuple[Tensor, list[Tensor] | None]:
+    """Mean-pooled features (B, d) float32 and, if asked, each row's per-base features (L, d) on CPU.
+
+    The pooled sum accumulates piece by piece, so memory stays bounded by chunk_tokens however long
+    the sequences are. `on_piece(bases)` is called after each piece with its number of bases.
+    """
+    total = torch.zeros((), dtype=torch.float64, device=ids.device)
+    parts: list[list[Tensor]] | None = [[] for _ in range(ids.shape[0])] if keep_tokens else None
+    for start, hidden in hidden_pieces(model, ids, lengths, chunk_tokens):
+        mask = base_mask(lengths, start, hidden.shape[1])
+        total = total + (hidden.double() * mask.unsqueeze(-1)).sum(1)
+        if parts is not None:
+            for row, rows in enumerate(parts):
+                rows.append(hidden[row, mask[row]].float().cpu())
+        if on_piece is not None:
+            on_piece(int(mask.sum()))
+    pooled = (total / (lengths - 1).clamp(min=1).unsqueeze(1)).float()
+    return pooled, None if parts is None else [torch.cat(rows) for rows in parts]
