@@ -50,3 +50,38 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     assert main(["train", "--preset", "tiny-mlstm", "--fasta", str(fasta), "--run-dir",
                  str(tmp_path / "r"), "--steps", "1"]) == 2
     assert "position 5" in capsys.readouterr().err
+
+
+GENOME = "data/dna/human/human_demo_genome.fa.bgz"
+INTERVALS = "data/dna/human/human_demo_intervals.bed"
+
+
+def test_pretrain_on_a_genome_with_mlm_and_resume(tmp_path):
+    import json
+
+    run = tmp_path / "run"
+    args = ["pretrain", "--preset", "tiny-mlstm", "--bidirectional", "--genome", GENOME,
+            "--intervals", INTERVALS, "--objective", "mlm", "--rc-aug", "0.5", "--run-dir", str(run),
+            "--steps", "2", "--batch-size", "2", "--seq-len", "64", "--device", "cpu"]
+    assert main(args) == 0
+    info = json.loads((run / "run.json").read_text())
+    assert info["model_config"]["bidirectional"] is True
+    assert info["data"]["window"] == {**info["data"]["window"], "objective": "mlm", "rc_prob": 0.5}
+    assert info["data"]["genome"].endswith("human_demo_genome.fa.bgz")
+    assert main([*args[:-6], "--steps", "3", "--batch-size", "2", "--seq-len", "64", "--resume"]) == 0
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps[-1] == 3
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--genome", GENOME, "--intervals", INTERVALS, "--rc-equivariant"], "objective 'mlm'"),
+    (["--genome", GENOME], "name the validation chromosomes"),
+    (["--genome", GENOME, "--valid-chroms", "chrZ"], "'chrZ' is not in the genome"),
+    (["--fasta", GENOME, "--objective", "mlm"], "need --genome"),
+])
+def test_pretrain_user_errors_are_one_line(tmp_path, capsys, extra, message):
+    args = ["pretrain", "--preset", "tiny-mlstm", *extra, "--run-dir", str(tmp_path / "r"),
+            "--steps", "1", "--batch-size", "2", "--seq-len", "32"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from bioxlstm import __version__
-from bioxlstm.errors import BioXLSTMError
+from bioxlstm.errors import BioXLSTMError, ConfigError
 
 
 def _presets(args: argparse.Namespace) -> None:
@@ -29,20 +29,35 @@ def _presets(args: argparse.Namespace) -> None:
               f"{slstm:>14}{config.context_length:>10}{n:>14,}{ratio:>9}")
 
 
-def _train(args: argparse.Namespace) -> None:
+def _pretrain(args: argparse.Namespace) -> None:
     from bioxlstm.config import ModelConfig, preset
-    from bioxlstm.tasks.pretrain import pretrain_fasta
     from bioxlstm.train import TrainConfig
 
     model_config = ModelConfig.from_file(args.model_config) if args.model_config else preset(args.preset)
+    switches = {k: True for k in ("bidirectional", "rc_equivariant") if getattr(args, k)}
+    if switches:
+        model_config = ModelConfig.from_dict({**model_config.to_dict(), **switches})
     train_config = TrainConfig.from_file(args.train_config) if args.train_config else TrainConfig()
     overrides = {k: v for k, v in (("max_steps", args.steps), ("batch_size", args.batch_size),
                                    ("lr", args.lr), ("seed", args.seed), ("device", args.device))
                  if v is not None}
     train_config = TrainConfig.from_dict({**train_config.to_dict(), **overrides})
     seq_len = args.seq_len or model_config.context_length
-    pretrain_fasta(args.fasta, model_config, train_config, args.run_dir, seq_len,
-                   args.valid_fraction, resume=args.resume)
+    if args.genome:
+        from bioxlstm.data.genome_windows import WindowConfig
+        from bioxlstm.tasks.pretrain import GenomeData, pretrain_genome
+
+        data = GenomeData(args.genome, args.intervals, tuple(args.valid_chroms),
+                          tuple(args.test_chroms))
+        windows = WindowConfig(seq_len, train_config.batch_size, args.objective, args.rc_aug)
+        pretrain_genome(data, model_config, train_config, args.run_dir, windows, args.resume)
+    else:
+        from bioxlstm.tasks.pretrain import pretrain_fasta
+
+        if args.objective != "clm" or args.intervals or args.rc_aug:
+            raise ConfigError("--objective mlm, --intervals and --rc-aug need --genome")
+        pretrain_fasta(args.fasta, model_config, train_config, args.run_dir, seq_len,
+                       args.valid_fraction, resume=args.resume)
     print(f"checkpoint: {Path(args.run_dir) / 'checkpoint'}")
 
 
@@ -128,25 +143,48 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Print every preset with its shape and exact parameter count.")
     p.set_defaults(func=_presets)
 
-    p = sub.add_parser("train", help="causal-LM pretraining on a FASTA file",
-                       description="Train a causal xLSTM LM on the records of a FASTA file (the last "
-                                   "valid-fraction of the tokens is held out). Writes metrics.jsonl, "
-                                   "run.json and checkpoint/ into --run-dir; --resume continues.")
+    p = sub.add_parser(
+        "pretrain", aliases=["train"], help="pretrain on a genome (CLM or MLM) or a FASTA file",
+        description="Pretrain an xLSTM LM. With --genome: random windows of the train split of a "
+                    "genome FASTA (plain or bgzip, random access), split by a BED file of "
+                    "intervals (chrom start end train|valid|test, the HyenaDNA convention) or by "
+                    "whole chromosomes (--valid-chroms), validated on the valid split, with "
+                    "reverse-complement augmentation (--rc-aug). With --fasta: causal LM on the "
+                    "records of a FASTA file, the last --valid-fraction held out. Writes "
+                    "metrics.jsonl, run.json and checkpoint/ into --run-dir; --resume continues "
+                    "exactly where the last checkpoint stopped.")
     model = p.add_mutually_exclusive_group()
     model.add_argument("--preset", default="dna-xlstm-500k", help="named model (see `presets`)")
     model.add_argument("--model-config", help="YAML model config (may start from `preset:`)")
-    p.add_argument("--fasta", required=True, help="FASTA file, plain or gzip")
+    p.add_argument("--bidirectional", action="store_true",
+                   help="make the model bidirectional (weight-shared directions; needs mlm)")
+    p.add_argument("--rc-equivariant", action="store_true",
+                   help="make the model RC-equivariant by parameter sharing (DNA; needs mlm)")
+    data = p.add_mutually_exclusive_group(required=True)
+    data.add_argument("--genome", help="genome FASTA, plain or bgzip (indexed with pyfaidx)")
+    data.add_argument("--fasta", help="FASTA file of records, plain or gzip (causal LM)")
+    p.add_argument("--intervals", help="BED file: chrom, start, end, split (with --genome)")
+    p.add_argument("--valid-chroms", nargs="+", default=[], metavar="CHROM",
+                   help="without --intervals: chromosomes held out for validation")
+    p.add_argument("--test-chroms", nargs="+", default=[], metavar="CHROM",
+                   help="without --intervals: chromosomes held out for testing")
+    p.add_argument("--objective", choices=("clm", "mlm"), default="clm",
+                   help="causal LM, or masked LM: 15%% of bases, 80/10/10 (default clm)")
+    p.add_argument("--rc-aug", type=float, default=0.0, metavar="P",
+                   help="reverse-complement each training window with probability P (default 0; "
+                        "0.5 for post-hoc conjoined models)")
     p.add_argument("--run-dir", required=True, help="output directory of the run")
     p.add_argument("--train-config", help="YAML training config (TrainConfig fields)")
     p.add_argument("--steps", type=int, help="optimiser steps (overrides the config)")
     p.add_argument("--batch-size", type=int, help="sequences per micro-batch")
-    p.add_argument("--seq-len", type=int, help="window length (default: the model's context)")
+    p.add_argument("--seq-len", type=int, help="tokens per window (default: the model's context)")
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--seed", type=int, help="random seed")
     p.add_argument("--device", help="cpu, cuda, cuda:N or auto")
-    p.add_argument("--valid-fraction", type=float, default=0.1, help="held-out tail (default 0.1)")
+    p.add_argument("--valid-fraction", type=float, default=0.1,
+                   help="with --fasta: held-out tail of the tokens (default 0.1)")
     p.add_argument("--resume", action="store_true", help="continue from run-dir/checkpoint")
-    p.set_defaults(func=_train)
+    p.set_defaults(func=_pretrain)
 
     p = sub.add_parser("generate", help="sample sequences from a checkpoint",
                        description="Sample sequences one token at a time from the recurrent state; "

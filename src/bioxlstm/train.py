@@ -415,6 +415,7 @@ class Trainer:
         model_config = getattr(self.model, "config", None)
         info = {"train_config": self.config.to_dict(),
                 "model_config": model_config.to_dict() if model_config is not None else None,
+                "data": describe() if (describe := getattr(self.train_data, "describe", None)) else None,
                 "seed": self.config.seed, "device": str(self.device),
                 "versions": _versions(),
                 "resumed_at_steps": resumes + ([self.step] if resumed else [])}

@@ -105,6 +105,11 @@ class GenomeWindows:
         raise GenomeError(f"{MAX_DRAWS} windows in a row held more than "
                           f"{self.config.max_n_fraction:.0%} N; check the intervals")
 
+    def describe(self) -> dict[str, Any]:
+        """What the run trains on, for its run.json."""
+        return {"genome": str(self.genome.path), "intervals": len(self.intervals),
+                "bases": sum(len(iv) for iv in self.intervals), "window": asdict(self.config)}
+
     def state_dict(self) -> dict[str, Any]:
         """Generator state plus what fixes the stream (config, intervals), to resume exactly."""
         return {"generator": self.generator.get_state(), "batches_drawn": self.batches_drawn,
