@@ -1,60 +1,122 @@
-"""The five-minute tour: train a small DNA-xLSTM on a real genome, compare, save, reload, generate."""
+"""The tour on real human DNA: pretrain, compare with k-mer baselines, fine-tune, generate.
+
+Pretraining windows come from the bundled human sample (chromosomes 5, 6, 11, 16, ... for training,
+a held-out chromosome-22 window for validation); fine-tuning uses the bundled Genomic Benchmarks
+human_nontata_promoters rows, split by the demo itself into train and test.
+"""
 
 from __future__ import annotations
 
+import csv
+import gzip
 import math
+import random
+import shutil
 from pathlib import Path
 
 import torch
 
-from bioxlstm.alphabets import DNA
+from bioxlstm.alphabets import DNA, encode_dna
 from bioxlstm.baselines.kmer import KmerModel
-from bioxlstm.config import preset
-from bioxlstm.data.batches import eval_batches
+from bioxlstm.config import ModelConfig, preset
+from bioxlstm.data.genome_windows import WindowConfig, genome_eval_batches
+from bioxlstm.data.intervals import select_split
 from bioxlstm.model import XLSTMLanguageModel
-from bioxlstm.tasks.pretrain import fasta_tokens, pretrain_fasta, split_tokens
+from bioxlstm.tasks.finetune import FinetuneConfig, finetune
+from bioxlstm.tasks.pretrain import GenomeData, pretrain_genome
 from bioxlstm.train import TrainConfig
 
-DATA = Path(__file__).resolve().parents[3] / "data" / "dna" / "phage_lambda_NC_001416.fa.gz"
-SEQ_LEN = 256
+HUMAN = Path(__file__).resolve().parents[3] / "data" / "dna" / "human"
+GENOME = GenomeData(HUMAN / "human_demo_genome.fa.bgz", HUMAN / "human_demo_intervals.bed")
+PROMOTERS = HUMAN / "human_nontata_promoters_test.csv.gz"
+SEQ_LEN = 257  # [SEP] + 256 bases
+BATCH = 16
 
 
-def demo_model_config():
+def demo_model_config() -> ModelConfig:
     """A small mixed model: three mLSTM blocks around one sLSTM block."""
     return preset("tiny-mixed", d_model=64, num_blocks=4, slstm_at=[1], mlstm_heads=4,
-                  slstm_heads=4, chunk_size=32, context_length=SEQ_LEN)
+                  slstm_heads=4, chunk_size=32, context_length=SEQ_LEN, alphabet="dna")
 
 
-def run_demo(run_dir: str | Path = "runs/demo", steps: int = 300, fasta: str | Path = DATA,
-             seed: int = 0) -> dict[str, float]:
-    """Pretrain, report validation perplexity next to k-mer baselines, reload, generate."""
+def promoter_split(out_dir: Path, train_rows: int, test_rows: int, seed: int) -> tuple[Path, Path]:
+    """Seeded disjoint train/test CSVs drawn from the bundled promoter rows."""
+    with gzip.open(PROMOTERS, "rt", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    random.Random(seed).shuffle(rows)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, part in (("train", rows[:train_rows]), ("test", rows[train_rows:train_rows + test_rows])):
+        path = out_dir / f"promoters_{name}.csv"
+        with open(path, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=["sequence", "label"])
+            writer.writeheader()
+            writer.writerows(part)
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def _split_tokens(split: str) -> torch.Tensor:
+    """All bases of one split's intervals, concatenated (for the k-mer baselines)."""
+    genome, intervals = GENOME.load()
+    return torch.cat([encode_dna(genome.fetch(iv.chrom, iv.start, iv.end))
+                      for iv in select_split(intervals, split)])
+
+
+@torch.no_grad()
+def _valid_nll(model: XLSTMLanguageModel, windows: WindowConfig) -> float:
+    """Mean next-base loss over every validation window (nats per base)."""
+    genome, intervals = GENOME.load()
+    total, count = 0.0, 0
+    for batch in genome_eval_batches(genome, intervals, windows, "valid"):
+        n = int((batch["labels"][:, 1:] != -100).sum())
+        total += float(model.loss(**batch)) * n
+        count += n
+    return total / count
+
+
+def run_demo(run_dir: str | Path = "runs/demo", steps: int = 300, seed: int = 0,
+             finetune_rows: tuple[int, int] = (2000, 1000), epochs: int = 2) -> dict[str, float]:
+    """Pretrain, report validation perplexity next to k-mer baselines, fine-tune, generate."""
     run_dir = Path(run_dir)
-    config = demo_model_config()
+    windows = WindowConfig(SEQ_LEN, BATCH, "clm", rc_prob=0.5)
     train_config = TrainConfig(lr=4e-3, min_lr=4e-4, warmup_fraction=0.1, max_steps=steps,
-                               batch_size=16, eval_every=max(steps // 3, 1), eval_batches=8,
+                               batch_size=BATCH, eval_every=max(steps // 3, 1), eval_batches=8,
                                log_every=10, seed=seed)
-    print(f"Training a small DNA-xLSTM on {Path(fasta).name} (run dir: {run_dir})")
-    trainer = pretrain_fasta(fasta, config, train_config, run_dir, SEQ_LEN, resume=True)
-    print(f"  {trainer.model.num_parameters():,} parameters, {trainer.tokens_seen:,} tokens seen")
+    print(f"1. Pretraining a small DNA-xLSTM (causal LM) on human DNA: {GENOME.genome.name}, "
+          f"train intervals of {GENOME.intervals.name}")
+    trainer = pretrain_genome(GENOME, demo_model_config(), train_config, run_dir / "pretrain",
+                              windows, resume=True)
+    print(f"   {trainer.model.num_parameters():,} parameters, {trainer.tokens_seen:,} tokens seen")
 
-    train, valid = split_tokens(fasta_tokens(fasta, DNA), 0.1, SEQ_LEN)
-    model = XLSTMLanguageModel.from_pretrained(run_dir / "checkpoint").eval()
-    windows = torch.cat([b["input_ids"] for b in eval_batches(valid, SEQ_LEN, 16)])
-    xlstm_nll = float(-model.log_likelihood(windows).sum() / (windows.shape[0] * (SEQ_LEN - 1)))
-    results = {"xlstm_valid_nll": xlstm_nll}
-    print("\nValidation (last 10% of the genome), nats per base and perplexity:")
-    print(f"  {'DNA-xLSTM (' + format(model.num_parameters(), ',') + ' params)':<32}"
-          f"{xlstm_nll:.4f}  ppl {math.exp(xlstm_nll):.3f}")
+    checkpoint = run_dir / "pretrain" / "checkpoint"
+    model = XLSTMLanguageModel.from_pretrained(checkpoint).eval()
+    results = {"xlstm_valid_nll": _valid_nll(model, windows)}
+    print("\n2. Validation on the held-out chromosome-22 window, nats per base and perplexity:")
+    label = f"DNA-xLSTM ({model.num_parameters():,} params)"
+    print(f"   {label:<34}{results['xlstm_valid_nll']:.4f}  ppl {math.exp(results['xlstm_valid_nll']):.3f}")
+    train_tokens, valid_tokens = _split_tokens("train"), _split_tokens("valid")
     for k in (0, 3, 6):
-        nll = KmerModel(k, len(DNA)).fit(train).nll(valid)
+        nll = KmerModel(k, len(DNA)).fit(train_tokens).nll(valid_tokens)
         results[f"kmer{k}_valid_nll"] = nll
-        print(f"  {f'order-{k} Markov ({k + 1}-mer counts)':<32}{nll:.4f}  ppl {math.exp(nll):.3f}")
+        print(f"   {f'order-{k} Markov ({k + 1}-mer counts)':<34}{nll:.4f}  ppl {math.exp(nll):.3f}")
 
-    print("\nThree sequences generated from the prompt 'ATG' (T = 0.8, top-k 4):")
+    print(f"\n3. Fine-tuning on Genomic Benchmarks human_nontata_promoters ({finetune_rows[0]:,} "
+          f"train / {finetune_rows[1]:,} test rows drawn from the bundled split)")
+    train_csv, test_csv = promoter_split(run_dir / "promoters", *finetune_rows, seed)
+    shutil.rmtree(run_dir / "finetune", ignore_errors=True)  # the demo redoes its fine-tuning
+    result = finetune(train_csv, run_dir / "finetune", FinetuneConfig(epochs=epochs, lr=2e-3, seed=seed),
+                      test=test_csv, checkpoint=checkpoint)
+    for name in ("accuracy", "mcc", "f1"):
+        results[f"finetune_test_{name}"] = result.metrics[name]
+    print(f"   test accuracy {result.metrics['accuracy']:.3f}, MCC {result.metrics['mcc']:.3f}, "
+          f"F1 {result.metrics['f1']:.3f} (best epoch {result.best_epoch})")
+
+    print("\n4. Three sequences generated from the prompt 'ATG' (T = 0.8, top-k 4):")
     prompt = torch.tensor([[DNA.id("[SEP]"), *DNA.encode("ATG")]] * 3)
     out = model.generate(prompt, 60, temperature=0.8, top_k=4,
                          generator=torch.Generator().manual_seed(seed))
     for row in out:
-        print("  " + DNA.decode(row))
-    print(f"\nCheckpoint: {run_dir / 'checkpoint'}; metrics: {run_dir / 'metrics.jsonl'}")
+        print("   " + DNA.decode(row))
+    print(f"\nPretrained checkpoint: {checkpoint}; classifier: {run_dir / 'finetune' / 'classifier'}")
     return results
