@@ -12,9 +12,10 @@ from bioxlstm import XLSTMLanguageModel, preset
 from bioxlstm.alphabets import DNA
 from bioxlstm.cli import main
 from bioxlstm.errors import ConfigError
+from bioxlstm.rc import reverse_complement
 from bioxlstm.tasks.classifier import SequenceClassifier, load_classifier
 from bioxlstm.tasks.finetune import FinetuneConfig, finetune
-from bioxlstm.tasks.inputs import pad_batch
+from bioxlstm.tasks.inputs import pad_batch, reverse_complement_rows
 
 PROMOTERS = Path(__file__).resolve().parents[1] / "data" / "dna" / "human" / "promoter_core_4000.csv"
 FAST = dict(batch_size=16, progress=False, device="cpu")
@@ -153,3 +154,21 @@ def test_cli_finetune_help(capsys):
         main(["finetune", "--help"])
     out = capsys.readouterr().out
     assert "--freeze-backbone" in out and "label=VALUE" in out
+
+
+def test_rc_conjoined_classifier_is_strand_invariant_and_round_trips(tmp_path):
+    torch.manual_seed(0)
+    model = SequenceClassifier(XLSTMLanguageModel(preset("tiny-mixed", alphabet="dna")), ["0", "1"],
+                               64, rc_conjoin=True).eval()
+    seqs = [DNA.encode("ACGTTGCAAGT"), DNA.encode("GGGACTTTA")]
+    ids, lengths = pad_batch(seqs, DNA)
+    rc_ids = reverse_complement_rows(ids, lengths)
+    assert rc_ids[0, 0] == DNA.id("[SEP]") and torch.equal(
+        rc_ids[1, 1:10], reverse_complement(torch.tensor([seqs[1]]))[0])
+    torch.testing.assert_close(model(ids, lengths), model(rc_ids, lengths))
+    plain = SequenceClassifier(model.backbone, ["0", "1"], 64).eval()
+    plain.head = model.head
+    assert not torch.allclose(plain(ids, lengths), plain(rc_ids, lengths))
+    model.save_pretrained(tmp_path / "c")
+    loaded = load_classifier(tmp_path / "c")
+    assert loaded.rc_conjoin and torch.equal(loaded(ids, lengths), model(ids, lengths))

@@ -94,7 +94,7 @@ def _finetune(args: argparse.Namespace) -> None:
     config = FinetuneConfig(
         epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
         warmup_fraction=args.warmup_fraction, batch_size=args.batch_size,
-        max_length=args.max_length, freeze_backbone=args.freeze_backbone,
+        max_length=args.max_length, freeze_backbone=args.freeze_backbone, rc_conjoin=args.rc_conjoin,
         valid_fraction=args.valid_fraction, test_fraction=args.test_fraction, select=args.select,
         seed=args.seed, device=args.device)
     columns = Columns(args.sequence_column, args.label_column, args.id_column)
@@ -232,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="truncate sequences to this many bases (default: the model's context - 1)")
     p.add_argument("--freeze-backbone", action="store_true",
                    help="train only the linear head (a linear probe)")
+    p.add_argument("--rc-conjoin", action="store_true",
+                   help="DNA: train with reverse-complement augmentation and predict with the "
+                        "mean of both strands' logits (post-hoc conjoining)")
     p.add_argument("--select", choices=("accuracy", "mcc"), default="accuracy",
                    help="validation metric that picks the best epoch (default accuracy)")
     p.add_argument("--valid-fraction", type=float, default=0.1,

@@ -30,7 +30,7 @@ from bioxlstm.errors import ConfigError
 from bioxlstm.metrics import classification_metrics
 from bioxlstm.model import XLSTMLanguageModel
 from bioxlstm.tasks.classifier import SequenceClassifier
-from bioxlstm.tasks.inputs import model_alphabet, pad_batch
+from bioxlstm.tasks.inputs import model_alphabet, pad_batch, reverse_complement_rows
 from bioxlstm.train import (
     TrainConfig,
     _versions,
@@ -57,6 +57,7 @@ class FinetuneConfig:
     clip_norm: float | None = 1.0
     max_length: int | None = None
     freeze_backbone: bool = False
+    rc_conjoin: bool = False  # DNA: train with RC augmentation (p 0.5), predict on both strands
     valid_fraction: float = 0.1
     test_fraction: float = 0.1
     select: str = "accuracy"
@@ -120,7 +121,10 @@ def finetune(train: str | Path, out_dir: str | Path, config: FinetuneConfig | No
     splits, test_source = _splits(train, test, model_alphabet(backbone.config), columns, config)
     max_length = config.max_length or backbone.config.context_length - 1
     _truncate(list(splits.values()), max_length)
-    model = SequenceClassifier(backbone, splits["train"].classes, max_length).to(device)
+    if config.rc_conjoin and model_alphabet(backbone.config).name != "DNA":
+        raise ConfigError("finetune field 'rc_conjoin' needs a DNA model")
+    model = SequenceClassifier(backbone, splits["train"].classes, max_length,
+                               config.rc_conjoin).to(device)
     best_epoch, history = _fit(model, splits["train"], splits["valid"], config, device)
     probs = _predict(model, splits["test"], config, device)
     metrics = classification_metrics(splits["test"].labels, probs.argmax(1), len(model.classes))
@@ -209,6 +213,9 @@ def _train_epoch(model: SequenceClassifier, data: LabelledData, optimizer: torch
     for batch in bar:
         ids, lengths = pad_batch([data.tokens[j] for j in batch], alphabet, device)
         labels = torch.as_tensor(data.labels[batch], device=device)
+        if model.rc_conjoin:
+            flip = (torch.rand(len(batch), generator=generator) < 0.5).to(device)
+            ids = torch.where(flip[:, None], reverse_complement_rows(ids, lengths), ids)
         with torch.set_grad_enabled(not config.freeze_backbone):
             features = model.features(ids, lengths)
         loss = F.cross_entropy(model.head(features), labels)

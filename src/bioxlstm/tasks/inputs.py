@@ -79,6 +79,13 @@ def base_mask(lengths: Tensor, start: int, width: int) -> Tensor:
     return (t >= 1) & (t < lengths.unsqueeze(1))
 
 
+def reverse_complement_rows(ids: Tensor, lengths: Tensor) -> Tensor:
+    """RC of the bases of `[separator] + bases` rows (B, S), the separator kept in front."""
+    from bioxlstm.rc import reverse_complement
+
+    return torch.cat([ids[:, :1], reverse_complement(ids[:, 1:], (lengths - 1).clamp(min=1))], dim=1)
+
+
 def mean_pool(hidden: Tensor, lengths: Tensor) -> Tensor:
     """Mean of hidden (B, S, d) over each row's bases; differentiable, for fine-tuning."""
     mask = base_mask(lengths, 0, hidden.shape[1]).unsqueeze(-1).to(hidden.dtype)
