@@ -85,3 +85,22 @@ def test_pretrain_user_errors_are_one_line(tmp_path, capsys, extra, message):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
+
+
+def test_plot_draws_a_runs_curves(tmp_path, capsys):
+    import json
+
+    run = tmp_path / "run"
+    run.mkdir()
+    records = [{"step": 10, "loss": 1.3, "lr": 1e-3}, {"step": 20, "loss": 1.2, "lr": 5e-4,
+                                                       "valid_loss": 1.25, "valid_ppl": 3.49},
+               {"step": 20, "skipped": "non-finite"}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert main(["plot", str(run)]) == 0
+    png = run / "curves.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and str(png) in capsys.readouterr().out
+    assert main(["plot", str(tmp_path / "nothing")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    (run / "metrics.jsonl").write_text("{not json\n")
+    assert main(["plot", str(run)]) == 2
+    assert "line 1: not JSON" in capsys.readouterr().err

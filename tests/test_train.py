@@ -227,3 +227,59 @@ def test_token_windows_resume_their_stream_and_eval_batches_cover_in_order():
     assert len(list(eval_batches(stream, 16, 1, max_batches=2))) == 2
     with pytest.raises(ConfigError, match="seq_len"):
         TokenWindows(stream, 0, 2)
+
+
+class PoisonedModel(torch.nn.Module):
+    """A one-parameter model whose loss is NaN on the batches marked poisoned."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(3))
+
+    def loss(self, input_ids: torch.Tensor, poisoned: bool = False) -> torch.Tensor:
+        loss = ((self.w - input_ids.float().mean()) ** 2).sum()
+        return loss * float("nan") if poisoned else loss
+
+    def save_pretrained(self, directory) -> None:
+        from safetensors.torch import save_file
+
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file({"w": self.w.detach()}, str(directory / "model.safetensors"))
+
+
+class Marked(FixedBatches):
+    """FixedBatches whose batch numbers (1-based) in `poisoned` carry the poison flag."""
+
+    def __init__(self, poisoned: set[int]) -> None:
+        super().__init__(torch.zeros(1, 4, dtype=torch.long))
+        self.poisoned = poisoned
+
+    def next_batch(self) -> dict:
+        batch = super().next_batch()
+        return {**batch, "poisoned": self.drawn in self.poisoned}
+
+
+def test_non_finite_steps_are_skipped_with_a_record(tmp_path, capsys):
+    config = TrainConfig(lr=0.1, max_steps=4, batch_size=1, progress=False, clip_norm=None,
+                         weight_decay=0.0)
+    clean = Trainer(PoisonedModel(), config, Marked(set()), tmp_path / "clean")
+    clean.train()
+    trainer = Trainer(PoisonedModel(), config, Marked({2, 3}), tmp_path / "poisoned")
+    trainer.train()
+    # the two poisoned batches changed nothing: four good steps land where the clean run does
+    assert trainer.step == 4 and torch.equal(trainer.model.w, clean.model.w)
+    assert "step skipped (2 in a row)" in capsys.readouterr().err
+    records = [json.loads(line) for line in (tmp_path / "poisoned/metrics.jsonl").read_text().splitlines()]
+    assert sum("skipped" in r for r in records) == 2
+
+
+def test_too_many_non_finite_steps_in_a_row_stop_the_run(tmp_path):
+    from bioxlstm.train import NonFiniteLossError
+
+    config = TrainConfig(max_steps=10, batch_size=1, progress=False, max_bad_steps=3)
+    trainer = Trainer(PoisonedModel(), config, Marked({2, 3, 4, 5}), tmp_path / "r")
+    with pytest.raises(NonFiniteLossError, match="3 steps in a row"):
+        trainer.train()
+    assert trainer.step == 1
+    with pytest.raises(ConfigError, match="max_bad_steps"):
+        TrainConfig(max_bad_steps=0)

@@ -81,6 +81,12 @@ def _generate(args: argparse.Namespace) -> None:
         print(f">generated_{j + 1}\n{alphabet.decode(row)}")
 
 
+def _plot(args: argparse.Namespace) -> None:
+    from bioxlstm.tasks.plot_run import plot_run
+
+    print(f"wrote {plot_run(args.run_dir, args.out)}")
+
+
 def _demo(args: argparse.Namespace) -> None:
     from bioxlstm.tasks.demo import run_demo
 
@@ -200,9 +206,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(func=_generate)
 
-    p = sub.add_parser("demo", help="train a small DNA-xLSTM on a bundled genome, then generate",
-                       description="The tour: pretrain on phage lambda, compare with k-mer "
-                                   "baselines, save, reload and generate.")
+    p = sub.add_parser("plot", help="draw a run's loss, perplexity and learning-rate curves",
+                       description="Read RUN_DIR/metrics.jsonl and draw training and validation "
+                                   "loss, perplexity and the learning rate against step to a PNG.")
+    p.add_argument("run_dir", help="run directory (holds metrics.jsonl)")
+    p.add_argument("--out", help="PNG path (default RUN_DIR/curves.png)")
+    p.set_defaults(func=_plot)
+
+    p = sub.add_parser("demo", help="pretrain, fine-tune and sample a small DNA-xLSTM on human data",
+                       description="The tour on bundled human DNA: pretrain a small DNA-xLSTM "
+                                   "(held-out chr22 window for validation), compare with k-mer "
+                                   "baselines, fine-tune on promoter sequences, generate.")
     p.add_argument("--run-dir", default="runs/demo", help="output directory (default runs/demo)")
     p.add_argument("--steps", type=int, default=300, help="optimiser steps (default 300)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

@@ -11,6 +11,7 @@ import os
 import platform
 import random
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -30,9 +31,14 @@ from tqdm.auto import tqdm
 from bioxlstm.checkpoint import atomic_write, load_weights
 from bioxlstm.config import check_fields, read_config_file
 from bioxlstm.data.batches import Batch, BatchSource, TokenWindows, eval_batches
-from bioxlstm.errors import CheckpointError, ConfigError
+from bioxlstm.errors import BioXLSTMError, CheckpointError, ConfigError
 
 SCHEDULES = ("cosine", "constant")
+
+
+class NonFiniteLossError(BioXLSTMError, RuntimeError):
+    """Training produced non-finite losses or gradients too many steps in a row."""
+
 CHECKPOINT_DIR = "checkpoint"
 STATE_TENSORS = "training_state.safetensors"
 STATE_JSON = "training_state.json"
@@ -64,6 +70,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     progress: bool = True
+    max_bad_steps: int = 5  # non-finite losses/gradients in a row before the run stops
 
     def __post_init__(self) -> None:
         if isinstance(self.betas, list):
@@ -72,7 +79,8 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad field."""
-        for name in ("max_steps", "batch_size", "grad_accum_steps", "eval_batches", "log_every"):
+        for name in ("max_steps", "batch_size", "grad_accum_steps", "eval_batches", "log_every",
+                     "max_bad_steps"):
             _require(_is_int(getattr(self, name)) and getattr(self, name) >= 1, name,
                      "a positive integer", getattr(self, name))
         for name in ("warmup_steps", "eval_every", "save_every"):
@@ -256,6 +264,7 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, config)
         self.step = 0
         self.tokens_seen = 0
+        self.bad_steps = 0
         if resume:
             checkpoint = find_checkpoint(self.run_dir)
             if checkpoint is None:
@@ -279,7 +288,10 @@ class Trainer:
         try:
             while self.step < cfg.max_steps:
                 lr = self.optimizer.param_groups[0]["lr"]
-                window.add(*self._train_step())
+                result = self._train_step()
+                if result is None:
+                    continue
+                window.add(*result)
                 bar.update(1)
                 last = self.step == cfg.max_steps
                 evaluate = cfg.eval_every > 0 and self.valid_data is not None and (
@@ -299,8 +311,12 @@ class Trainer:
             bar.close()
         return record
 
-    def _train_step(self) -> tuple[Tensor, int]:
-        """One optimiser step over grad_accum_steps micro-batches; grads stay until the next."""
+    def _train_step(self) -> tuple[Tensor, int] | None:
+        """One optimiser step over grad_accum_steps micro-batches; grads stay until the next.
+
+        A non-finite loss or gradient skips the step (None) with a warning; max_bad_steps of them
+        in a row stop the run with NonFiniteLossError.
+        """
         accum = self.config.grad_accum_steps
         self.optimizer.zero_grad(set_to_none=True)
         total, tokens = torch.zeros((), device=self.device), 0
@@ -311,13 +327,29 @@ class Trainer:
             loss.backward()
             total += loss.detach()
             tokens += batch["input_ids"].numel()
-        if self.config.clip_norm is not None:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm)
+        norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm or math.inf)
+        if not bool(torch.isfinite(total) & torch.isfinite(norm)):
+            self._skip_step(float(total), float(norm))
+            return None
+        self.bad_steps = 0
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
         self.tokens_seen += tokens
         return total, tokens
+
+    def _skip_step(self, loss: float, norm: float) -> None:
+        """Drop this step's gradients, warn and log it; stop after max_bad_steps in a row."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.bad_steps += 1
+        message = (f"step {self.step + 1}: non-finite loss ({loss}) or gradient norm ({norm}); "
+                   f"step skipped ({self.bad_steps} in a row)")
+        tqdm.write(f"warning: {message}", file=sys.stderr)
+        self._log({"step": self.step, "skipped": message})
+        if self.bad_steps >= self.config.max_bad_steps:
+            raise NonFiniteLossError(f"{self.bad_steps} steps in a row had a non-finite loss or "
+                                     f"gradient; lower the learning rate, enable clip_norm or check "
+                                     f"the data (the last checkpoint is in {self.run_dir})")
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
