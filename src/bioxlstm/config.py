@@ -141,7 +141,7 @@ def check_fields(cls: type, data: Any, what: str) -> None:
     if not isinstance(data, dict):
         raise ConfigError(f"a {what} config must be a mapping, got {type(data).__name__}")
     known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
+    unknown = sorted(map(str, set(data) - known))
     if unknown:
         raise ConfigError(f"unknown {what} config field(s) {unknown}; known fields: {sorted(known)}")
 
@@ -153,8 +153,11 @@ def read_config_file(path: str | Path, section: str) -> Any:
         data = yaml.safe_load(path.read_text())
     except OSError as err:
         raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+        reason = " ".join(str(err).split())
+        raise ConfigError(f"config file {path} is not valid YAML: {reason}") from None
     if isinstance(data, dict) and section in data:
         data = data[section]
     return data
