@@ -1,4 +1,8 @@
-"""Single-process training loop: AdamW with decay groups, LR schedule, bf16, exact resume."""
+"""Training loop: AdamW with decay groups, LR schedule, bf16, exact resume; one process or many.
+
+Under torchrun the trainer joins the process group itself (DDP by default, FSDP on request); every
+rank draws the same global batch and trains on its share of the rows (see bioxlstm.distributed).
+"""
 
 from __future__ import annotations
 
@@ -28,7 +32,8 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 
-from bioxlstm.checkpoint import atomic_write, load_weights
+from bioxlstm import distributed
+from bioxlstm.checkpoint import atomic_write, load_weights, save_pretrained
 from bioxlstm.config import check_fields, read_config_file
 from bioxlstm.data.batches import Batch, BatchSource, TokenWindows, eval_batches
 from bioxlstm.errors import BioXLSTMError, CheckpointError, ConfigError
@@ -48,7 +53,12 @@ RUN_FILE = "run.json"
 
 @dataclass
 class TrainConfig:
-    """Optimiser, schedule and loop settings of one run; batch_size is per micro-batch."""
+    """Optimiser, schedule and loop settings of one run.
+
+    batch_size is the global micro-batch: sequences per micro-step summed over all processes (each
+    of N torchrun ranks trains on batch_size / N of them), so a run means the same at any world
+    size. distributed picks DDP (replicated weights) or FSDP (sharded) when WORLD_SIZE > 1.
+    """
 
     lr: float = 1e-3
     min_lr: float = 0.0
@@ -71,6 +81,7 @@ class TrainConfig:
     device: str = "auto"
     progress: bool = True
     max_bad_steps: int = 5  # non-finite losses/gradients in a row before the run stops
+    distributed: str = "ddp"
 
     def __post_init__(self) -> None:
         if isinstance(self.betas, list):
@@ -111,6 +122,8 @@ class TrainConfig:
                  self.warmup)
         _require(isinstance(self.device, str) and _is_device(self.device), "device",
                  "'auto' or a torch device such as 'cpu' or 'cuda:0'", self.device)
+        _require(self.distributed in distributed.STRATEGIES, "distributed",
+                 f"one of {distributed.STRATEGIES}", self.distributed)
 
     @property
     def warmup(self) -> int:
@@ -243,7 +256,8 @@ class Trainer:
 
     `valid_data` is a re-iterable of batches or a function returning a fresh iterable.
     Resumed runs are bit-identical to uninterrupted ones on CPU; on GPU, as far as the kernels
-    are deterministic.
+    are deterministic. Under torchrun every rank builds the same Trainer; only rank 0 writes
+    files and shows progress, and every rank resumes from the same checkpoint.
     """
 
     def __init__(self, model: nn.Module, config: TrainConfig, train_data: BatchSource,
@@ -252,7 +266,10 @@ class Trainer:
                  resume: bool = False) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
-        self.device = resolve_device(config.device)
+        self.dist, self.device = distributed.setup(config.device)
+        if config.batch_size % self.dist.world_size:
+            raise ConfigError(f"train config field 'batch_size' ({config.batch_size}) must be a "
+                              f"multiple of the number of processes ({self.dist.world_size})")
         self.model = model.to(self.device)
         if config.activation_checkpointing:
             if not hasattr(model, "gradient_checkpointing"):
@@ -260,30 +277,35 @@ class Trainer:
             model.gradient_checkpointing(True)
         self.train_data = train_data
         self.valid_data = valid_data
+        checkpoint = find_checkpoint(self.run_dir)
+        if resume and checkpoint is None:
+            raise CheckpointError(f"{self.run_dir}: no checkpoint to resume from")
+        if not resume and ((self.run_dir / METRICS_FILE).exists() or checkpoint):
+            raise ConfigError(f"'run_dir' {self.run_dir} already holds a run; pass "
+                              "resume=True to continue it or choose a new directory")
+        distributed.barrier(self.dist)  # no rank writes before every rank has checked run_dir
+        self.fsdp = self.dist.distributed and config.distributed == "fsdp"
+        self.net = distributed.wrap(self.model, config.distributed, self.dist, self.device)
         self.optimizer = build_optimizer(self.model, config)
         self.scheduler = build_scheduler(self.optimizer, config)
         self.step = 0
         self.tokens_seen = 0
         self.bad_steps = 0
         if resume:
-            checkpoint = find_checkpoint(self.run_dir)
-            if checkpoint is None:
-                raise CheckpointError(f"{self.run_dir}: no checkpoint to resume from")
             self.load_checkpoint(checkpoint)
-            self._truncate_metrics()
+            if self.dist.is_main:
+                self._truncate_metrics()
         else:
-            if (self.run_dir / METRICS_FILE).exists() or find_checkpoint(self.run_dir):
-                raise ConfigError(f"'run_dir' {self.run_dir} already holds a run; pass "
-                                  "resume=True to continue it or choose a new directory")
             seed_everything(config.seed)
-        self._write_run_info(resumed=resume)
+        if self.dist.is_main:
+            self._write_run_info(resumed=resume)
 
     def train(self) -> dict[str, float]:
         """Run optimiser steps up to max_steps; returns the last logged record."""
         cfg = self.config
         self.model.train()
         bar = tqdm(total=cfg.max_steps, initial=self.step, unit="step", dynamic_ncols=True,
-                   disable=None if cfg.progress else True)
+                   disable=None if cfg.progress and self.dist.is_main else True)
         window, record = _Window(), {}
         try:
             while self.step < cfg.max_steps:
@@ -315,20 +337,27 @@ class Trainer:
         """One optimiser step over grad_accum_steps micro-batches; grads stay until the next.
 
         A non-finite loss or gradient skips the step (None) with a warning; max_bad_steps of them
-        in a row stop the run with NonFiniteLossError.
+        in a row stop the run with NonFiniteLossError. Each rank takes its rows of every global
+        batch; the returned loss is the mean over ranks and the skip decision is shared.
         """
         accum = self.config.grad_accum_steps
         self.optimizer.zero_grad(set_to_none=True)
         total, tokens = torch.zeros((), device=self.device), 0
-        for _ in range(accum):
-            batch = self._to_device(self.train_data.next_batch())
-            with self._autocast():
-                loss = self.model.loss(**batch).float() / accum
-            loss.backward()
-            total += loss.detach()
+        for micro in range(accum):
+            batch = self.train_data.next_batch()
             tokens += batch["input_ids"].numel()
+            batch = self._to_device(distributed.shard_rows(batch, self.dist))
+            with distributed.gradient_sync(self.net, micro == accum - 1):
+                with self._autocast():
+                    loss = self.net(**batch).float() / accum
+                loss.backward()
+            total += loss.detach()
         norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm or math.inf)
-        if not bool(torch.isfinite(total) & torch.isfinite(norm)):
+        norm = distributed.full_value(norm).float()
+        stats = torch.stack([total, (~torch.isfinite(norm)).float()])
+        stats = distributed.all_reduce_sum(stats, self.dist)
+        total = stats[0] / self.dist.world_size
+        if not bool(torch.isfinite(total)) or bool(stats[1] > 0):
             self._skip_step(float(total), float(norm))
             return None
         self.bad_steps = 0
@@ -344,7 +373,8 @@ class Trainer:
         self.bad_steps += 1
         message = (f"step {self.step + 1}: non-finite loss ({loss}) or gradient norm ({norm}); "
                    f"step skipped ({self.bad_steps} in a row)")
-        tqdm.write(f"warning: {message}", file=sys.stderr)
+        if self.dist.is_main:
+            tqdm.write(f"warning: {message}", file=sys.stderr)
         self._log({"step": self.step, "skipped": message})
         if self.bad_steps >= self.config.max_bad_steps:
             raise NonFiniteLossError(f"{self.bad_steps} steps in a row had a non-finite loss or "
@@ -353,7 +383,10 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Validation loss (mean over input tokens) and perplexity, in eval mode."""
+        """Validation loss (mean over input tokens) and perplexity, in eval mode.
+
+        Under torchrun each rank evaluates its rows of every batch and the sums are all-reduced.
+        """
         if self.valid_data is None:
             raise ConfigError("evaluate() needs 'valid_data'")
         batches = self.valid_data() if callable(self.valid_data) else self.valid_data
@@ -361,26 +394,48 @@ class Trainer:
         self.model.eval()
         total, count = torch.zeros((), device=self.device), 0
         for batch in itertools.islice(batches, self.config.eval_batches):
+            batch, counts = distributed.eval_rows(batch, self.dist)
             batch = self._to_device(batch)
             with self._autocast():
-                loss = self.model.loss(**batch).float()
-            total += loss * batch["input_ids"].numel()
-            count += batch["input_ids"].numel()
+                loss = self.net(**batch).float()
+            if counts:
+                total += loss * batch["input_ids"].numel()
+                count += batch["input_ids"].numel()
         self.model.train(was_training)
+        if self.dist.distributed:
+            sums = torch.stack([total.double(), total.new_tensor(count, dtype=torch.float64)])
+            total, count = distributed.all_reduce_sum(sums, self.dist)
+            count = int(count)
         if count == 0:
             raise ConfigError("'valid_data' yielded no batches")
         mean = total.item() / count
         return {"valid_loss": mean, "valid_ppl": math.exp(mean)}
 
     def save_checkpoint(self) -> Path:
-        """Write weights and training state to run_dir/checkpoint, replacing it atomically."""
+        """Write weights and training state to run_dir/checkpoint, replacing it atomically.
+
+        Every rank calls it (FSDP gathers the full weights and optimiser state); rank 0 writes,
+        and no rank returns before the checkpoint is in place.
+        """
         final = self.run_dir / CHECKPOINT_DIR
+        weights = distributed.full_model_state(self.model) if self.fsdp else None
+        state = self._training_state()
+        if self.dist.is_main:
+            self._write_checkpoint(final, weights, state)
+        distributed.barrier(self.dist)
+        return final
+
+    def _write_checkpoint(self, final: Path, weights: dict[str, Tensor] | None,
+                          state: dict[str, Any]) -> None:
         tmp = self.run_dir / f".{CHECKPOINT_DIR}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        self.model.save_pretrained(tmp)
+        if weights is None:
+            self.model.save_pretrained(tmp)
+        else:
+            save_pretrained(_Weights(self.model.config, weights), tmp)
         tensors: dict[str, Tensor] = {}
-        meta = json.dumps(_flatten(self._training_state(), tensors))
+        meta = json.dumps(_flatten(state, tensors))
         atomic_write(tmp / STATE_TENSORS, lambda p: save_file(tensors, str(p)))
         atomic_write(tmp / STATE_JSON, lambda p: p.write_text(meta))
         _fsync_dir(tmp)
@@ -391,7 +446,6 @@ class Trainer:
         tmp.rename(final)
         _fsync_dir(self.run_dir)
         shutil.rmtree(old, ignore_errors=True)
-        return final
 
     def load_checkpoint(self, path: str | Path) -> None:
         """Restore weights, optimiser, scheduler, data position and RNG states from `path`."""
@@ -399,8 +453,9 @@ class Trainer:
         try:
             tensors = load_file(str(path / STATE_TENSORS))
             state = _unflatten(json.loads((path / STATE_JSON).read_text()), tensors)
-            self.model.load_state_dict(load_weights(path, self.device), strict=True)
-            self.optimizer.load_state_dict(state["optimizer"])
+            distributed.load_model_state(self.model, load_weights(path, self.device), self.fsdp)
+            distributed.load_optimizer_state(self.model, self.optimizer, state["optimizer"],
+                                             self.fsdp)
             self.scheduler.load_state_dict(state["scheduler"])
             self.train_data.load_state_dict(state["data"])
             _set_rng_state(state["rng"])
@@ -410,7 +465,8 @@ class Trainer:
 
     def _training_state(self) -> dict[str, Any]:
         return {"step": self.step, "tokens_seen": self.tokens_seen,
-                "optimizer": self.optimizer.state_dict(),
+                "optimizer": distributed.full_optimizer_state(self.model, self.optimizer,
+                                                              self.fsdp),
                 "scheduler": self.scheduler.state_dict(),
                 "data": self.train_data.state_dict(), "rng": _rng_state()}
 
@@ -422,6 +478,8 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16)
 
     def _log(self, record: dict[str, float]) -> None:
+        if not self.dist.is_main:
+            return
         with open(self.run_dir / METRICS_FILE, "a") as fh:
             fh.write(json.dumps(record) + "\n")
 
@@ -449,9 +507,21 @@ class Trainer:
                 "model_config": model_config.to_dict() if model_config is not None else None,
                 "data": describe() if (describe := getattr(self.train_data, "describe", None)) else None,
                 "seed": self.config.seed, "device": str(self.device),
+                "world_size": self.dist.world_size,
                 "versions": _versions(),
                 "resumed_at_steps": resumes + ([self.step] if resumed else [])}
         atomic_write(path, lambda p: p.write_text(json.dumps(info, indent=2)))
+
+
+@dataclass(frozen=True)
+class _Weights:
+    """A model's config with gathered weights, in the shape save_pretrained reads."""
+
+    config: Any
+    weights: dict[str, Tensor]
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return self.weights
 
 
 def train_on_tokens(model: nn.Module, config: TrainConfig, train_tokens: Tensor, seq_len: int,

@@ -15,10 +15,17 @@ Batch = dict[str, Any]
 
 @runtime_checkable
 class BatchSource(Protocol):
-    """An endless, resumable stream of training batches (keyword arguments of `model.loss`)."""
+    """An endless, resumable stream of training batches (keyword arguments of `model.loss`).
+
+    Batches are global: under torchrun every rank holds an identical source, draws the same
+    batch and trains on its share of the rows, so the saved position is the same on all ranks.
+    """
 
     def next_batch(self) -> Batch:
-        """The next batch; must hold `input_ids` and may hold `labels` or `objective`."""
+        """The next global batch; must hold `input_ids` and may hold `labels` or `objective`.
+
+        Tensors whose first dimension is the batch rows are split over the ranks by rows.
+        """
         ...
 
     def state_dict(self) -> dict[str, Any]:
