@@ -2,7 +2,8 @@
 
 Every model trains on the same random windows of the train intervals (same seed) and is
 validated on the held-out chromosome-22 intervals. Writes per-run metrics, a JSON summary and
-a plot of validation loss against tokens seen.
+a plot of validation loss against tokens seen. Running it again continues unfinished runs and
+reuses finished ones.
 
     python experiments/dna_lm_comparison.py --steps 300 --out runs/dna_lm_comparison
 """
@@ -54,15 +55,18 @@ def run(name: str, lr: float, args: argparse.Namespace) -> dict:
                          progress=True)
     valid = lambda: genome_eval_batches(genome, intervals, windows, "valid", seed=args.seed)  # noqa: E731
     start = time.perf_counter()
-    Trainer(model, config, source, run_dir, valid).train()
+    resume = (run_dir / "checkpoint").is_dir()  # a finished or interrupted run continues
+    Trainer(model, config, source, run_dir, valid, resume=resume).train()
     seconds = time.perf_counter() - start
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     curve = [(r["step"] * args.batch_size * args.seq_len, r["valid_loss"])
              for r in records if "valid_loss" in r]
     params = sum(p.numel() for p in model.parameters())
+    tokens_per_s = [r["tokens_per_s"] for r in records if "tokens_per_s" in r]
     print(f"{name} lr {lr:g}: {params:,} params, final valid loss {curve[-1][1]:.4f} "
-          f"({seconds:.0f} s)")
-    return {"model": name, "lr": lr, "params": params, "seconds": seconds, "curve": curve}
+          f"({seconds:.0f} s this call)")
+    return {"model": name, "lr": lr, "params": params, "curve": curve,
+            "median_tokens_per_s": sorted(tokens_per_s)[len(tokens_per_s) // 2]}
 
 
 def plot(results: list[dict], path: Path) -> None:

@@ -51,6 +51,24 @@ def _pretrain(args: argparse.Namespace) -> None:
                           tuple(args.test_chroms))
         windows = WindowConfig(seq_len, train_config.batch_size, args.objective, args.rc_aug)
         pretrain_genome(data, model_config, train_config, args.run_dir, windows, args.resume)
+    elif args.msa_dir:
+        from bioxlstm.data.fim import FIMConfig
+        from bioxlstm.tasks.pretrain_msa import pretrain_msa
+
+        if args.objective != "clm" or args.intervals or args.rc_aug:
+            raise ConfigError("--objective mlm, --intervals and --rc-aug need --genome")
+        pretrain_msa(args.msa_dir, model_config, train_config, args.run_dir, seq_len,
+                     args.valid_fraction, args.test_fraction, FIMConfig(args.fim_rate),
+                     resume=args.resume)
+    elif args.smiles or args.smiles_domains:
+        from bioxlstm.tasks.pretrain_smiles import SmilesData, pretrain_smiles
+
+        if args.objective != "clm" or args.intervals or args.rc_aug or args.seq_len:
+            raise ConfigError("--objective mlm, --intervals, --rc-aug and --seq-len do not apply to "
+                              "SMILES (rows are whole molecules up to the model's context)")
+        data = SmilesData(args.smiles or args.smiles_domains, bool(args.smiles_domains),
+                          args.valid_fraction, train_config.seed)
+        pretrain_smiles(data, model_config, train_config, args.run_dir, resume=args.resume)
     else:
         from bioxlstm.tasks.pretrain import pretrain_fasta
 
@@ -67,7 +85,14 @@ def _generate(args: argparse.Namespace) -> None:
     from bioxlstm.alphabets import get_alphabet
     from bioxlstm.model import XLSTMLanguageModel
     from bioxlstm.tasks.pretrain import SEPARATORS
+    from bioxlstm.tasks.pretrain_smiles import is_smiles_checkpoint
 
+    if is_smiles_checkpoint(args.checkpoint):
+        _generate_smiles(args)
+        return
+    if args.msa:
+        _generate_family(args)
+        return
     model = XLSTMLanguageModel.from_pretrained(args.checkpoint).eval()
     alphabet = get_alphabet(args.alphabet or model.config.alphabet or "dna")
     sep = alphabet.id(SEPARATORS[alphabet.name])
@@ -79,6 +104,56 @@ def _generate(args: argparse.Namespace) -> None:
                          suppress_tokens=specials)
     for j, row in enumerate(out):
         print(f">generated_{j + 1}\n{alphabet.decode(row)}")
+
+
+def _generate_family(args: argparse.Namespace) -> None:
+    from bioxlstm.tasks.family_generation import FamilyGenerationConfig, run_family_generation, write_fasta
+
+    if args.prompt:
+        raise ConfigError("--prompt does not apply with --msa: samples start after the homologs")
+    config = FamilyGenerationConfig(
+        num_context=100 if args.num_context is None else args.num_context,
+        num_samples=args.num_samples or args.num, temperature=args.temperature, top_k=args.top_k,
+        top_p=args.top_p, max_residues=args.max_residues, seed=args.seed, device=args.device)
+    proteins = run_family_generation(args.checkpoint, args.msa, config, args.out)
+    if args.out:
+        print(f"wrote {len(proteins)} sequences to {args.out}", file=sys.stderr)
+    else:
+        print(write_fasta(proteins, None), end="")
+
+
+def _generate_smiles(args: argparse.Namespace) -> None:
+    from bioxlstm.tasks.molecule_generation import GenerationConfig, read_context, sample_smiles, write_smiles
+    from bioxlstm.tasks.pretrain_smiles import load_smiles_model
+    from bioxlstm.train import resolve_device
+
+    if args.prompt:
+        raise ConfigError("--prompt does not apply to SMILES models; use --context-smiles")
+    if args.num_context is not None and not args.context_smiles:
+        raise ConfigError("--num-context needs --context-smiles")
+    model, tokenizer = load_smiles_model(args.checkpoint, resolve_device(args.device))
+    context = read_context(args.context_smiles, tokenizer) if args.context_smiles else None
+    if context is not None:
+        print(context.line(), file=sys.stderr)
+    config = GenerationConfig(num_samples=args.num_samples or args.num, batch_size=args.batch_size,
+                              temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                              max_tokens=args.length, num_context=args.num_context, seed=args.seed)
+    smiles = sample_smiles(model, tokenizer, config, context)
+    if args.out:
+        print(f"wrote {len(smiles):,} SMILES to {write_smiles(args.out, smiles)}", file=sys.stderr)
+    else:
+        print("\n".join(smiles))
+
+
+def _evaluate_molecules(args: argparse.Namespace) -> None:
+    from bioxlstm.tasks.evaluate_molecules import evaluate_molecule_file, metrics_table
+
+    result = evaluate_molecule_file(args.generated, args.reference, args.train, args.out,
+                                    args.device, args.seed)
+    print(metrics_table(result))
+    if args.out:
+        print(f"wrote {Path(args.out) / 'metrics.json'} and {Path(args.out) / 'properties.png'}",
+              file=sys.stderr)
 
 
 def _plot(args: argparse.Namespace) -> None:
@@ -122,6 +197,24 @@ def _embed(args: argparse.Namespace) -> None:
           f"{', '.join(map(str, result.files))}")
 
 
+def _fitness(args: argparse.Namespace) -> None:
+    from bioxlstm.tasks.fitness import FitnessConfig, run_fitness
+
+    config = FitnessConfig(
+        num_homologs=args.num_homologs if args.msa else 0, replicates=args.replicates,
+        identity=args.identity, first_position=args.first_position, batch_size=args.batch_size,
+        chunk_tokens=args.chunk_tokens, seed=args.seed, device=args.device)
+    result = run_fitness(args.checkpoint, args.dms, args.out, config, msa=args.msa,
+                         wild_type=args.wt, score_column=args.score_column)
+    skipped = [(m, st, msg) for m, st, msg in zip(result.mutants, result.statuses, result.messages)
+               if st != "ok"]
+    for mutant, status, message in skipped[:5]:
+        print(f"skipped {mutant}: {status}: {message}", file=sys.stderr)
+    if len(skipped) > 5:
+        print(f"... and {len(skipped) - 5} more skipped (see the status column)", file=sys.stderr)
+    print(f"{result.summary()}; scores: {args.out}")
+
+
 def _score(args: argparse.Namespace) -> None:
     from bioxlstm.errors import ConfigError
     from bioxlstm.tasks.score import ScoreConfig, score_fasta, score_variants
@@ -156,9 +249,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "intervals (chrom start end train|valid|test, the HyenaDNA convention) or by "
                     "whole chromosomes (--valid-chroms), validated on the valid split, with "
                     "reverse-complement augmentation (--rc-aug). With --fasta: causal LM on the "
-                    "records of a FASTA file, the last --valid-fraction held out. Writes "
+                    "records of a FASTA file, the last --valid-fraction held out. With "
+                    "--msa-dir (proteins): one family per sample, members in random order with "
+                    "fill-in-the-middle and per-sequence position ids, split by family "
+                    "(docs/protein.md). Writes "
                     "metrics.jsonl, run.json and checkpoint/ into --run-dir; --resume continues "
-                    "exactly where the last checkpoint stopped.")
+                    "exactly where the last checkpoint stopped. Runs unchanged under torchrun "
+                    "(DDP, or FSDP with 'distributed: fsdp' in --train-config; docs/scaling.md).")
     model = p.add_mutually_exclusive_group()
     model.add_argument("--preset", default="dna-xlstm-500k", help="named model (see `presets`)")
     model.add_argument("--model-config", help="YAML model config (may start from `preset:`)")
@@ -169,6 +266,16 @@ def build_parser() -> argparse.ArgumentParser:
     data = p.add_mutually_exclusive_group(required=True)
     data.add_argument("--genome", help="genome FASTA, plain or bgzip (indexed with pyfaidx)")
     data.add_argument("--fasta", help="FASTA file of records, plain or gzip (causal LM)")
+    data.add_argument("--msa-dir", help="directory of protein families (a3m/Stockholm/aligned "
+                                        "FASTA files, or OpenProteinSet-style subdirectories): "
+                                        "homology-aware training with fill-in-the-middle, split "
+                                        "by family (--seq-len: tokens per family context)")
+    data.add_argument("--smiles", help="molecules, one SMILES a line (.smi/.txt/.csv, gzip allowed): "
+                                       "Chem-xLSTM causal LM, [BEG] smiles [END] per row; invalid "
+                                       "SMILES are counted and skipped")
+    data.add_argument("--smiles-domains", help="molecular domains, one a line ('.'-joined SMILES): "
+                                               "in-context training, rows of one domain's molecules "
+                                               "in random order up to the context; split by domain")
     p.add_argument("--intervals", help="BED file: chrom, start, end, split (with --genome)")
     p.add_argument("--valid-chroms", nargs="+", default=[], metavar="CHROM",
                    help="without --intervals: chromosomes held out for validation")
@@ -182,19 +289,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", required=True, help="output directory of the run")
     p.add_argument("--train-config", help="YAML training config (TrainConfig fields)")
     p.add_argument("--steps", type=int, help="optimiser steps (overrides the config)")
-    p.add_argument("--batch-size", type=int, help="sequences per micro-batch")
+    p.add_argument("--batch-size", type=int,
+                   help="global micro-batch: sequences per micro-step summed over all processes; "
+                        "under torchrun each of N ranks trains on BATCH_SIZE/N of them (must "
+                        "divide), so results do not depend on the number of processes")
     p.add_argument("--seq-len", type=int, help="tokens per window (default: the model's context)")
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--seed", type=int, help="random seed")
     p.add_argument("--device", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--valid-fraction", type=float, default=0.1,
-                   help="with --fasta: held-out tail of the tokens (default 0.1)")
+                   help="with --fasta: held-out tail of the tokens; with --msa-dir: share of "
+                        "families held out for validation; with --smiles / --smiles-domains: "
+                        "share of molecules / domains held out (default 0.1)")
+    p.add_argument("--test-fraction", type=float, default=0.1,
+                   help="with --msa-dir: share of families held out for testing, listed in "
+                        "run-dir/families.json (default 0.1)")
+    p.add_argument("--fim-rate", type=float, default=1.0,
+                   help="with --msa-dir: mean number of fill-in-the-middle spans per sequence "
+                        "(Poisson, at most 5; default 1)")
     p.add_argument("--resume", action="store_true", help="continue from run-dir/checkpoint")
     p.set_defaults(func=_pretrain)
 
     p = sub.add_parser("generate", help="sample sequences from a checkpoint",
                        description="Sample sequences one token at a time from the recurrent state; "
-                                   "a sequence ends at the record separator or after --length.")
+                                   "a sequence ends at the record separator or after --length. "
+                                   "SMILES checkpoints: molecules end at [END], or in context "
+                                   "(--context-smiles) at the next '.'.")
     p.add_argument("checkpoint", help="checkpoint directory (config.json + model.safetensors)")
     p.add_argument("--prompt", default="", help="sequence to continue (default: empty)")
     p.add_argument("--alphabet", help="dna or protein (default: the checkpoint's)")
@@ -204,7 +324,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, help="sample among the k most likely tokens")
     p.add_argument("--top-p", type=float, help="nucleus sampling mass in (0, 1]")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--num-samples", type=int,
+                   help="number of samples (SMILES: molecules, drawn in batches; default --num)")
+    p.add_argument("--batch-size", type=int, default=64,
+                   help="SMILES: molecules sampled at once (default 64)")
+    p.add_argument("--context-smiles", metavar="DOMAIN.smi",
+                   help="SMILES: molecules of a domain (one a line, or '.'-joined) to continue in "
+                        "context; each batch sees a fresh random order of them")
+    p.add_argument("--num-context", type=int,
+                   help="context molecules per prompt (SMILES: default as many as fit the context)")
+    p.add_argument("--out", help="SMILES: write the samples to this .smi file (default: standard "
+                                 "output)")
+    p.add_argument("--device", default="cpu", help="SMILES: cpu, cuda, cuda:N or auto (default cpu)")
+    p.add_argument("--msa", metavar="FAMILY.a3m",
+                   help="protein: family (a3m, Stockholm or aligned FASTA) to continue: "
+                        "--num-context homologs (default 100) are encoded as context, then "
+                        "--num-samples new members are sampled until the next <cls> and written "
+                        "as FASTA with perplexity, identity to the nearest member and HMMER bit "
+                        "score against the family's profile HMM")
+    p.add_argument("--max-residues", type=int,
+                   help="with --msa: longest sample (default 1.5 x the longest family member)")
     p.set_defaults(func=_generate)
+
+    p = sub.add_parser("evaluate-molecules", help="validity, novelty, FCD, ... of generated SMILES",
+                       description="Metrics of generated molecules (RDKit, fcd_torch): validity, "
+                                   "uniqueness, novelty against --train and --reference, unique "
+                                   "Bemis-Murcko scaffolds, internal diversity, the Frechet ChemNet "
+                                   "Distance to --reference, and property means. Prints a table; "
+                                   "--out DIR also gets metrics.json and properties.png.")
+    p.add_argument("generated", help="generated SMILES, one a line (blank lines count as invalid)")
+    p.add_argument("--reference", help="reference SMILES (held-out or domain molecules) for FCD, "
+                                       "reference novelty and the property plot")
+    p.add_argument("--train", help="training SMILES, for novelty")
+    p.add_argument("--out", help="directory for metrics.json and properties.png")
+    p.add_argument("--device", default="cpu", help="device for ChemNet (default cpu)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the subset used for internal diversity (default 0)")
+    p.set_defaults(func=_evaluate_molecules)
 
     p = sub.add_parser("plot", help="draw a run's loss, perplexity and learning-rate curves",
                        description="Read RUN_DIR/metrics.jsonl and draw training and validation "
@@ -300,6 +456,41 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tokens run at once per sequence (default 4096)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default auto)")
     p.set_defaults(func=_score)
+
+    p = sub.add_parser("fitness", help="variant fitness of a deep mutational scan (protein, FIM)",
+                       description="Score substitutions with a homology-aware protein model: for "
+                                   "each site the FIM query '<cls> WT with <mask-1> at p <eos> "
+                                   "<mask-1>' gives log p(amino acid at p); a variant scores "
+                                   "log p(mut) - log p(wt), multi-mutants add single effects. With "
+                                   "--msa the query follows homologs drawn with sequence weights "
+                                   "(1 / neighbours above --identity) plus the wild type, averaged "
+                                   "over --replicates draws; without it (or --num-homologs 0) the "
+                                   "query stands alone. Writes a CSV of scores and prints the "
+                                   "Spearman correlation with the measured scores.")
+    p.add_argument("checkpoint", help="protein checkpoint directory (config.json + model.safetensors)")
+    p.add_argument("--dms", required=True,
+                   help="assay CSV/TSV with 'mutant' (A23V or A23V:G45W) and a score column, or a "
+                        "headerless list of mutants (gzip allowed)")
+    p.add_argument("--msa", help="family of the protein (a3m, Stockholm or aligned FASTA) for the "
+                                 "homolog context; its first record is the default wild type")
+    p.add_argument("--wt", help="wild-type sequence, or a FASTA file whose first record it is")
+    p.add_argument("--out", required=True, help="output CSV of per-variant scores")
+    p.add_argument("--score-column", default="DMS_score",
+                   help="measured score column of --dms (default DMS_score)")
+    p.add_argument("--first-position", type=int, default=1,
+                   help="number of the wild type's first residue in the mutant names (default 1)")
+    p.add_argument("--num-homologs", type=int, default=200,
+                   help="homologs per context; 0 means zero context (default 200)")
+    p.add_argument("--replicates", type=int, default=3,
+                   help="context draws averaged per variant (default 3)")
+    p.add_argument("--identity", type=float, default=0.8,
+                   help="identity threshold of the sequence-weight neighbours (default 0.8)")
+    p.add_argument("--batch-size", type=int, default=16, help="queries per batch (default 16)")
+    p.add_argument("--chunk-tokens", type=int, default=2048,
+                   help="context tokens run at once, carrying the state (default 2048)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default auto)")
+    p.set_defaults(func=_fitness)
     return parser
 
 

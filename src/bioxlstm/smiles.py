@@ -1,0 +1,153 @@
+"""SMILES tokenizer (SPEC section 4): a regex split into chemical tokens and a vocabulary learned from data.
+
+Outside brackets a token is a ring bond `%nn`, `Cl`, `Br`, or one character (atoms of the organic
+subset, aromatic atoms, bonds, branches, ring digits, '.'). A bracket atom is split as in the
+official Chem-xLSTM code: `[`, isotope digits, the element symbol (two letters kept together),
+chirality `@`/`@@`, hydrogens, charge and class, `]`. Every character lands in exactly one token,
+so joining the tokens gives back the SMILES string unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from bioxlstm.checkpoint import atomic_write
+from bioxlstm.errors import BioXLSTMError
+
+PAD, BEG, END, UNK = "[PAD]", "[BEG]", "[END]", "[UNK]"
+SPECIALS = (PAD, BEG, END, UNK)
+SEPARATOR = "."
+TOKENIZER_FILE = "tokenizer.json"
+
+_OUTSIDE = re.compile(r"\[[^\]]*\]|%\d\d|Cl|Br|.", re.DOTALL)
+_INSIDE = re.compile(r"[A-Z][a-z]?|se|as|te|@@|.", re.DOTALL)
+
+
+class SmilesVocabularyError(BioXLSTMError, ValueError):
+    """A SMILES string holds a token the model's vocabulary lacks, or a tokenizer file is bad."""
+
+
+def split_smiles(smiles: str) -> list[str]:
+    """The tokens of one SMILES string; "".join(split_smiles(s)) == s for every string."""
+    tokens: list[str] = []
+    for piece in _OUTSIDE.findall(smiles):
+        if len(piece) > 1 and piece[0] == "[" and piece[-1] == "]":
+            tokens.append("[")
+            tokens.extend(_INSIDE.findall(piece[1:-1]))
+            tokens.append("]")
+        else:
+            tokens.append(piece)
+    return tokens
+
+
+@dataclass(frozen=True)
+class SmilesTokenizer:
+    """Token <-> id map: the specials [PAD]0 [BEG]1 [END]2 [UNK]3, then the learned tokens."""
+
+    tokens: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if self.tokens[: len(SPECIALS)] != SPECIALS or len(set(self.tokens)) != len(self.tokens):
+            raise SmilesVocabularyError(f"a SMILES vocabulary must start with {SPECIALS} and hold "
+                                        f"no duplicates")
+        object.__setattr__(self, "_ids", {t: j for j, t in enumerate(self.tokens)})
+
+    @classmethod
+    def build(cls, smiles: Iterable[str]) -> SmilesTokenizer:
+        """Learn the vocabulary of a corpus: its tokens by falling frequency (ties by name), and '.'."""
+        counts = Counter(SEPARATOR)
+        for s in smiles:
+            counts.update(split_smiles(s))
+        learned = sorted(counts, key=lambda t: (-counts[t], t))
+        return cls(SPECIALS + tuple(learned))
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def id(self, token: str) -> int:
+        """The id of a token (specials by their full name, e.g. '[END]')."""
+        return self._ids[token]
+
+    @property
+    def pad_id(self) -> int:
+        return self._ids[PAD]
+
+    @property
+    def beg_id(self) -> int:
+        return self._ids[BEG]
+
+    @property
+    def end_id(self) -> int:
+        return self._ids[END]
+
+    @property
+    def unk_id(self) -> int:
+        return self._ids[UNK]
+
+    @property
+    def separator_id(self) -> int:
+        return self._ids[SEPARATOR]
+
+    def unknown_tokens(self, smiles: str) -> list[str]:
+        """The tokens of `smiles` that are not in the vocabulary (empty when it encodes cleanly)."""
+        return [t for t in split_smiles(smiles) if t not in self._ids or t in SPECIALS]
+
+    def encode(self, smiles: str, strict: bool = True) -> list[int]:
+        """Ids of the tokens of `smiles` (no specials added).
+
+        strict: a token outside the vocabulary raises SmilesVocabularyError; otherwise it becomes [UNK].
+        """
+        out = []
+        for token in split_smiles(smiles):
+            j = self._ids.get(token)
+            if j is None or token in SPECIALS:
+                if strict:
+                    raise SmilesVocabularyError(f"SMILES {smiles!r}: token {token!r} is not in the "
+                                                f"model's vocabulary")
+                j = self.unk_id
+            out.append(j)
+        return out
+
+    def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
+        """The SMILES text of ids, stopping at [END] and dropping the other special tokens."""
+        out = []
+        for j in ids:
+            token = self.tokens[int(j)]
+            if token == END:
+                break
+            if token not in SPECIALS:
+                out.append(token)
+        return "".join(out)
+
+    def save(self, directory: str | Path) -> Path:
+        """Write tokenizer.json into `directory` (atomically); returns its path."""
+        path = Path(directory) / TOKENIZER_FILE
+        text = json.dumps({"type": "smiles-regex", "tokens": list(self.tokens)}, indent=1)
+        atomic_write(path, lambda p: p.write_text(text))
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> SmilesTokenizer:
+        """Read tokenizer.json from a checkpoint directory, or from the run directory above it."""
+        directory = Path(directory)
+        for path in (directory / TOKENIZER_FILE, directory.parent / TOKENIZER_FILE):
+            if path.is_file():
+                break
+        else:
+            raise SmilesVocabularyError(f"{directory / TOKENIZER_FILE}: no such file (a SMILES "
+                                        f"checkpoint keeps its vocabulary there)")
+        try:
+            data = json.loads(path.read_text())
+            tokens = tuple(data["tokens"])
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+            raise SmilesVocabularyError(f"{path}: not a readable SMILES tokenizer ({err})") from None
+        if not all(isinstance(t, str) for t in tokens):
+            raise SmilesVocabularyError(f"{path}: tokens must be strings")
+        return cls(tokens)

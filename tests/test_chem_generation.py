@@ -1,0 +1,121 @@
+"""SMILES data, in-context rows, sampling (determinism, batched == one at a time) and the CLI path."""
+
+import json
+
+import pytest
+import torch
+
+from bioxlstm import XLSTMLanguageModel, preset
+from bioxlstm.cli import main
+from bioxlstm.data.smiles import read_smiles, valid_smiles
+from bioxlstm.data.smiles_batches import DomainContexts, MoleculeBatches, icl_row, pad_rows
+from bioxlstm.smiles import SmilesTokenizer
+from bioxlstm.tasks.molecule_generation import GenerationConfig, read_context, sample_smiles
+
+MOLS = ["CCO", "c1ccccc1", "CC(=O)O", "CCN", "CCCl", "OCCO", "c1ccncc1", "CC(C)O", "C#N", "CBr"]
+
+
+@pytest.fixture()
+def tiny():
+    tokenizer = SmilesTokenizer.build(MOLS)
+    torch.manual_seed(0)
+    model = XLSTMLanguageModel(preset("tiny-mlstm", alphabet="smiles", vocab_size=len(tokenizer),
+                                      context_length=64)).eval()
+    return model, tokenizer
+
+
+def test_validity_filter_counts_and_keeps_order():
+    kept, summary = valid_smiles(["CCO", "C1CC", "", "c1ccccc1", "xyz"])
+    assert kept == ["CCO", "c1ccccc1"] and (summary.total, summary.invalid) == (5, 3)
+    assert "5 read, 2 kept, 3 invalid skipped (e.g. 'C1CC', '', 'xyz')" in summary.line()
+
+
+def test_icl_row_and_domain_batches():
+    tok = SmilesTokenizer.build(MOLS)
+    mols = [tok.encode(s) for s in ("CCO", "CN", "C")]
+    row = icl_row(tok, mols, [2, 0, 1], max_len=9)
+    assert tok.decode(row) == "C.CCO.CN" and row[0] == tok.beg_id and len(row) == 9
+    assert tok.decode(icl_row(tok, mols, [2, 0, 1], max_len=8)) == "C.CCO"  # whole molecules only
+    source = DomainContexts(tok, [mols, [tok.encode("CCCl")]], batch_size=4, max_len=40, seed=1)
+    batch = source.next_batch()
+    for ids, labels in zip(batch["input_ids"], batch["labels"]):
+        text = tok.decode(ids)
+        parts = text.split(".")
+        assert sorted(parts) in (["C", "CCO", "CN"], ["CCCl"])
+        assert (labels[ids == tok.pad_id] == -100).all()
+    orders = {tok.decode(source.next_batch()["input_ids"][0]) for _ in range(30)}
+    assert len(orders) > 2  # a fresh random order each time
+    state = source.state_dict()
+    again = DomainContexts(tok, [mols, [tok.encode("CCCl")]], batch_size=4, max_len=40, seed=7)
+    again.load_state_dict(state)
+    assert torch.equal(again.next_batch()["input_ids"], source.next_batch()["input_ids"])
+
+
+def test_molecule_batches_rows_and_padding():
+    tok = SmilesTokenizer.build(MOLS)
+    batch = MoleculeBatches(tok, [tok.encode("CCO"), tok.encode("C")], batch_size=6).next_batch()
+    for ids in batch["input_ids"].tolist():
+        assert ids[0] == tok.beg_id and tok.end_id in ids
+    assert pad_rows([[1, 5, 2], [1, 2]], 0)["labels"].tolist() == [[1, 5, 2], [1, 2, -100]]
+
+
+def test_sampling_is_deterministic_under_a_seed(tiny):
+    model, tok = tiny
+    config = GenerationConfig(num_samples=6, batch_size=4, max_tokens=12, seed=3, progress=False)
+    first = sample_smiles(model, tok, config)
+    assert len(first) == 6 and first == sample_smiles(model, tok, config)
+    other = sample_smiles(model, tok, GenerationConfig(num_samples=6, batch_size=4, max_tokens=12,
+                                                        seed=4, progress=False))
+    assert other != first
+
+
+def test_batched_generation_equals_one_at_a_time(tiny):
+    model, tok = tiny
+    prompts = torch.tensor([[tok.beg_id, *tok.encode(p)] for p in ("CC", "c1", "OC", "C#")])
+    batched = model.generate(prompts, 15, temperature=0, stop_token=tok.end_id)
+    for j in range(len(prompts)):
+        single = model.generate(prompts[j:j + 1], 15, temperature=0, stop_token=tok.end_id)
+        n = single.shape[1]
+        assert torch.equal(batched[j, :n], single[0])
+        assert (batched[j, n:] == tok.end_id).all()
+
+
+def test_in_context_sampling_uses_context_and_skips_unknown(tiny, tmp_path):
+    model, tok = tiny
+    domain = tmp_path / "domain.smi"
+    domain.write_text("CCO.CCN\nc1ccccc1\nC[Pt]C\nnot_smiles\n")
+    context = read_context(domain, tok)
+    assert context.smiles == ["CCO", "CCN", "c1ccccc1"] and context.unknown == 1
+    assert context.summary.invalid == 1
+    config = GenerationConfig(num_samples=3, batch_size=2, max_tokens=10, num_context=2, progress=False)
+    out = sample_smiles(model, tok, config, context)
+    assert len(out) == 3 and all("." not in s for s in out)
+    assert out == sample_smiles(model, tok, config, context)
+
+
+def test_cli_pretrain_generate_evaluate(tmp_path, capsys):
+    smi = tmp_path / "train.smi"
+    smi.write_text("\n".join(MOLS * 4 + ["C1CC", "bad"]) + "\n")
+    model_yaml = tmp_path / "model.yaml"
+    model_yaml.write_text("preset: tiny-mlstm\ncontext_length: 32\n")
+    train_yaml = tmp_path / "train.yaml"
+    train_yaml.write_text("eval_every: 2\neval_batches: 1\nprogress: false\n")
+    run = tmp_path / "run"
+    assert main(["pretrain", "--model-config", str(model_yaml), "--smiles", str(smi), "--run-dir",
+                 str(run), "--train-config", str(train_yaml), "--steps", "2", "--batch-size", "4",
+                 "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "42 read, 40 kept, 2 invalid skipped" in err
+    ckpt = run / "checkpoint"
+    assert (ckpt / "tokenizer.json").is_file()
+    assert json.loads((ckpt / "config.json").read_text())["alphabet"] == "smiles"
+    assert any("valid_loss" in json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines())
+    gen = tmp_path / "gen.smi"
+    assert main(["generate", str(ckpt), "--num-samples", "5", "--batch-size", "2", "--length", "20",
+                 "--out", str(gen)]) == 0
+    assert len(read_smiles(gen, keep_empty=True)) == 5
+    assert main(["generate", str(ckpt), "--num-samples", "2", "--length", "10",
+                 "--context-smiles", str(smi), "--num-context", "3"]) == 0
+    assert main(["pretrain", "--preset", "tiny-mlstm", "--smiles", str(tmp_path / "none.smi"),
+                 "--run-dir", str(tmp_path / "r2")]) == 2
+    assert "none.smi: no such file" in capsys.readouterr().err
