@@ -76,7 +76,10 @@ def _pretrain(args: argparse.Namespace) -> None:
             raise ConfigError("--objective mlm, --intervals and --rc-aug need --genome")
         pretrain_fasta(args.fasta, model_config, train_config, args.run_dir, seq_len,
                        args.valid_fraction, resume=args.resume)
-    print(f"checkpoint: {Path(args.run_dir) / 'checkpoint'}")
+    from bioxlstm.distributed import env_from_torchrun
+
+    if env_from_torchrun().is_main:
+        print(f"checkpoint: {Path(args.run_dir) / 'checkpoint'}")
 
 
 def _generate(args: argparse.Namespace) -> None:

@@ -194,6 +194,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny-mixed": dict(alphabet="dna", vocab_size=DNA_VOCAB, d_model=32, num_blocks=3,
                        slstm_at=[1], mlstm_heads=2, slstm_heads=2, context_length=256,
                        chunk_size=16),
+    "tiny-prot-xlstm": dict(alphabet="protein", vocab_size=PROTEIN_VOCAB, d_model=64, num_blocks=3,
+                            mlstm_heads=2, rope=True, context_length=2048, chunk_size=64),
+    "tiny-chem-xlstm": dict(alphabet="smiles", vocab_size=SMILES_VOCAB, d_model=64, num_blocks=3,
+                            mlstm_heads=2, context_length=100, chunk_size=32),
 }
 
 NOMINAL_PARAMS: dict[str, int] = {
