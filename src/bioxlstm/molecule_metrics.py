@@ -152,7 +152,7 @@ def plot_properties(generated: dict[str, np.ndarray], reference: dict[str, np.nd
         spread = values.size and values.max() > values.min()
         bins = np.linspace(values.min(), values.max(), 40) if spread else 10
         for label, v in sets:
-            ax.hist(v, bins=bins, density=True, alpha=0.5, label=f"{label} (n={len(v):,})")
+            ax.hist(v, bins=bins, density=len(v) > 0, alpha=0.5, label=f"{label} (n={len(v):,})")
         ax.set_xlabel(name.replace("_", " "))
         ax.set_yticks([])
     axes[0].legend(fontsize=8)
