@@ -283,3 +283,32 @@ def test_too_many_non_finite_steps_in_a_row_stop_the_run(tmp_path):
     assert trainer.step == 1
     with pytest.raises(ConfigError, match="max_bad_steps"):
         TrainConfig(max_bad_steps=0)
+
+
+def test_record_positions_restart_at_every_separator_and_follow_windows():
+    from bioxlstm.data.batches import record_positions
+
+    tokens = torch.tensor([0, 5, 6, 7, 0, 8, 9, 0, 4])
+    assert record_positions(tokens, 0).tolist() == [0, 1, 2, 3, 0, 1, 2, 0, 1]
+    assert record_positions(torch.tensor([5, 6, 0, 7]), 0).tolist() == [1, 2, 0, 1]
+    positions = record_positions(tokens, 0)
+    batch = TokenWindows(tokens, 4, 3, seed=1, positions=positions).next_batch()
+    for ids, pos in zip(batch["input_ids"], batch["position_ids"]):
+        start = next(j for j in range(len(tokens) - 3) if torch.equal(tokens[j:j + 4], ids))
+        assert torch.equal(pos, positions[start:start + 4])
+    evaluated = list(eval_batches(tokens, 4, 2, positions=positions))
+    assert evaluated[0]["position_ids"].tolist() == [[0, 1, 2, 3], [0, 1, 2, 0]]
+    with pytest.raises(ConfigError, match="one position id per token"):
+        TokenWindows(tokens, 4, 3, positions=positions[:-1])
+
+
+def test_protein_fasta_pretraining_feeds_per_record_positions(tmp_path):
+    from bioxlstm.tasks.pretrain import pretrain_fasta
+
+    fasta = tmp_path / "prot.fa"
+    fasta.write_text("".join(f">p{j}\nMKLVAGHWCDE{'A' * j}\n" for j in range(30)))
+    config = TrainConfig(max_steps=1, batch_size=2, progress=False, eval_every=1, eval_batches=1)
+    trainer = pretrain_fasta(fasta, preset("tiny-prot-xlstm"), config, tmp_path / "run", 32)
+    batch = trainer.train_data.next_batch()
+    ids, pos = batch["input_ids"], batch["position_ids"]
+    assert ((pos == 0) == (ids == 0)).all()  # <cls> (id 0) and only <cls> sits at position 0

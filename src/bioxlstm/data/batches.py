@@ -48,11 +48,29 @@ def _check_tokens(tokens: Tensor, seq_len: int, batch_size: int) -> None:
         raise ConfigError(f"'tokens' holds {tokens.numel()} ids, fewer than seq_len={seq_len}")
 
 
-class TokenWindows:
-    """Random fixed-length windows of a token stream, drawn with the source's own generator."""
+def record_positions(tokens: Tensor, separator: int) -> Tensor:
+    """Position ids that restart at every record: the separator is 0, its residues 1, 2, ...
 
-    def __init__(self, tokens: Tensor, seq_len: int, batch_size: int, seed: int = 0) -> None:
+    SPEC section 3: rotary embeddings see positions within each sequence, not within the stream.
+    """
+    index = torch.arange(tokens.numel())
+    last = torch.where(tokens == separator, index, torch.full_like(index, -1)).cummax(0).values
+    return torch.where(last >= 0, index - last, index + 1)
+
+
+class TokenWindows:
+    """Random fixed-length windows of a token stream, drawn with the source's own generator.
+
+    With `positions` (one id per token, e.g. from record_positions) batches carry the matching
+    window of position ids too.
+    """
+
+    def __init__(self, tokens: Tensor, seq_len: int, batch_size: int, seed: int = 0,
+                 positions: Tensor | None = None) -> None:
         _check_tokens(tokens, seq_len, batch_size)
+        if positions is not None and positions.shape != tokens.shape:
+            raise ConfigError("'positions' must hold one position id per token")
+        self.positions = positions
         self.tokens = tokens.long()
         self.seq_len = seq_len
         self.batch_size = batch_size
@@ -65,7 +83,11 @@ class TokenWindows:
         high = self.tokens.numel() - self.seq_len + 1
         starts = torch.randint(0, high, (self.batch_size,), generator=self.generator)
         self.batches_drawn += 1
-        return {"input_ids": self.tokens[starts[:, None] + self._offsets]}
+        index = starts[:, None] + self._offsets
+        batch = {"input_ids": self.tokens[index]}
+        if self.positions is not None:
+            batch["position_ids"] = self.positions[index]
+        return batch
 
     def state_dict(self) -> dict[str, Any]:
         """Generator state and shape, enough to continue the same stream of windows."""
@@ -83,11 +105,14 @@ class TokenWindows:
 
 
 def eval_batches(tokens: Tensor, seq_len: int, batch_size: int,
-                 max_batches: int | None = None) -> Iterator[Batch]:
+                 max_batches: int | None = None, positions: Tensor | None = None) -> Iterator[Batch]:
     """Consecutive non-overlapping windows from the start, batched: the same every time."""
     _check_tokens(tokens, seq_len, batch_size)
-    windows = tokens.long()[: tokens.numel() // seq_len * seq_len].view(-1, seq_len)
-    blocks = windows.split(batch_size)
+    usable = tokens.numel() // seq_len * seq_len
+    blocks = tokens.long()[:usable].view(-1, seq_len).split(batch_size)
     if max_batches is not None:
         blocks = blocks[:max_batches]
-    return ({"input_ids": block} for block in blocks)
+    if positions is None:
+        return ({"input_ids": block} for block in blocks)
+    position_blocks = positions[:usable].view(-1, seq_len).split(batch_size)
+    return ({"input_ids": block, "position_ids": pos} for block, pos in zip(blocks, position_blocks))

@@ -10,7 +10,7 @@ import torch
 
 from bioxlstm.alphabets import Alphabet, get_alphabet
 from bioxlstm.config import ModelConfig
-from bioxlstm.data.batches import TokenWindows, eval_batches
+from bioxlstm.data.batches import TokenWindows, eval_batches, record_positions
 from bioxlstm.data.fasta import read_fasta
 from bioxlstm.data.genome import Genome
 from bioxlstm.data.genome_windows import GenomeWindows, WindowConfig, genome_eval_batches
@@ -53,14 +53,23 @@ def pretrain_fasta(
     valid_fraction: float = 0.1,
     resume: bool = False,
 ) -> Trainer:
-    """Train a causal LM on a FASTA file; the model lands in run_dir/checkpoint."""
+    """Train a causal LM on a FASTA file; the model lands in run_dir/checkpoint.
+
+    Models with rotary embeddings get position ids that restart at every record (SPEC section 3).
+    """
     alphabet = _check_alphabet(model_config)
-    train, valid = split_tokens(fasta_tokens(fasta, alphabet), valid_fraction, seq_len)
+    tokens = fasta_tokens(fasta, alphabet)
+    train, valid = split_tokens(tokens, valid_fraction, seq_len)
+    train_pos = valid_pos = None
+    if model_config.rope:
+        positions = record_positions(tokens, alphabet.id(SEPARATORS[alphabet.name]))
+        train_pos, valid_pos = positions[:len(train)], positions[len(train):]
     torch.manual_seed(train_config.seed)
     model = XLSTMLanguageModel(model_config)
-    source = TokenWindows(train, seq_len, train_config.batch_size, seed=train_config.seed)
+    source = TokenWindows(train, seq_len, train_config.batch_size, seed=train_config.seed,
+                          positions=train_pos)
     valid_batches = functools.partial(eval_batches, valid, seq_len, train_config.batch_size,
-                                      train_config.eval_batches)
+                                      train_config.eval_batches, valid_pos)
     resume = resume and find_checkpoint(run_dir) is not None
     trainer = Trainer(model, train_config, source, run_dir, valid_batches, resume=resume)
     trainer.train()
