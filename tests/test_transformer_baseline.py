@@ -109,3 +109,18 @@ def test_bad_config_is_rejected_by_name() -> None:
         TransformerConfig(vocab_size=12, d_model=30, num_heads=4)
     with pytest.raises(ConfigError, match="ffn"):
         TransformerConfig(vocab_size=12, ffn="relu")
+
+
+def test_the_trainer_trains_and_checkpoints_the_baseline(tmp_path):
+    import json
+
+    from bioxlstm.data.batches import TokenWindows
+    from bioxlstm.train import TrainConfig, Trainer
+
+    torch.manual_seed(0)
+    model = TransformerLanguageModel(TransformerConfig(vocab_size=12, d_model=32, num_layers=2,
+                                                       num_heads=2, context_length=64))
+    source = TokenWindows(torch.randint(7, 11, (2000,)), 32, 4)
+    Trainer(model, TrainConfig(max_steps=2, batch_size=4, progress=False), source, tmp_path).train()
+    assert json.loads((tmp_path / "run.json").read_text())["model_config"]["d_model"] == 32
+    assert (tmp_path / "checkpoint" / "model.safetensors").is_file()

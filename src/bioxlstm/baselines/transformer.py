@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +46,10 @@ class TransformerConfig:
             raise ConfigError("config fields 'ffn_factor' and 'rope_theta' must be positive")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"config field 'dropout' must be in [0, 1), got {self.dropout!r}")
+
+    def to_dict(self) -> dict:
+        """Plain fields, for run.json and checkpoints."""
+        return dataclasses.asdict(self)
 
     @property
     def head_dim(self) -> int:
@@ -221,6 +227,12 @@ class TransformerLanguageModel(nn.Module):
             cache.length += input_ids.shape[1]
         logits = self.head(self.norm(x))
         return TransformerOutput(logits, cache if return_cache else None)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write config.json and model.safetensors, as the xLSTM does (so the Trainer can save it)."""
+        from bioxlstm.checkpoint import save_pretrained
+
+        return save_pretrained(self, directory)
 
     def step(self, token_ids: Tensor, cache: KVCache) -> Tensor:
         """Logits (B, vocab) for one new token per sequence (B,), updating the cache in place."""
