@@ -80,7 +80,7 @@ def run_demo(run_dir: str | Path = "runs/demo", steps: int = 300, seed: int = 0,
     """Pretrain, report validation perplexity next to k-mer baselines, fine-tune, generate."""
     run_dir = Path(run_dir)
     windows = WindowConfig(SEQ_LEN, BATCH, "clm", rc_prob=0.5)
-    train_config = TrainConfig(lr=4e-3, min_lr=4e-4, warmup_fraction=0.1, max_steps=steps,
+    train_config = TrainConfig(lr=8e-3, min_lr=8e-4, warmup_fraction=0.1, max_steps=steps,
                                batch_size=BATCH, eval_every=max(steps // 3, 1), eval_batches=8,
                                log_every=10, seed=seed)
     print(f"1. Pretraining a small DNA-xLSTM (causal LM) on human DNA: {GENOME.genome.name}, "
