@@ -27,7 +27,7 @@ from bioxlstm.smiles import SmilesTokenizer, split_smiles
 from bioxlstm.tasks.variants import read_variant_table
 from bioxlstm.train import TrainConfig
 
-SETTINGS = settings(max_examples=150, deadline=None,
+SETTINGS = settings(max_examples=150, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 # text built from the pieces these formats are made of, so many examples come near a valid file
@@ -143,3 +143,11 @@ def test_smiles_readers_and_tokenizer(scratch, text, compress):
     for line in text.splitlines():
         _parses_or_fails_cleanly(lambda s: tokenizer.decode(tokenizer.encode(s)), line)
         _parses_or_fails_cleanly(split_smiles, line)
+
+
+def test_errors_quoting_multi_line_reasons_stay_on_one_line(scratch):
+    assert str(BioXLSTMError("reason:\n  detail\n")) == "reason: detail"
+    path = _write(scratch, "found.sto", "# STOCKHOLM 1.0\n0", compress=False)
+    with pytest.raises(BioXLSTMError) as err:
+        read_family(path)
+    assert "\n" not in str(err.value)

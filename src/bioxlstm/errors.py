@@ -2,7 +2,14 @@
 
 
 class BioXLSTMError(Exception):
-    """Base class of every error bioxlstm raises on purpose."""
+    """Base class of every error bioxlstm raises on purpose; its message is always one line.
+
+    Reasons quoted from other libraries (parsers, YAML, pyfaidx) may span lines; they are joined so
+    the CLI's `bioxlstm: error: ...` stays a single line.
+    """
+
+    def __init__(self, message: object = "", *args: object) -> None:
+        super().__init__(" ".join(str(message).split()), *args)
 
 
 class ConfigError(BioXLSTMError, ValueError):
