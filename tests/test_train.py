@@ -312,3 +312,19 @@ def test_protein_fasta_pretraining_feeds_per_record_positions(tmp_path):
     batch = trainer.train_data.next_batch()
     ids, pos = batch["input_ids"], batch["position_ids"]
     assert ((pos == 0) == (ids == 0)).all()  # <cls> (id 0) and only <cls> sits at position 0
+
+
+def test_the_last_n_checkpoints_are_kept_as_loadable_models(tmp_path):
+    tokens = torch.randint(7, 11, (3000,))
+    config = TrainConfig(max_steps=8, batch_size=2, save_every=2, keep_checkpoints=3, progress=False)
+    torch.manual_seed(0)
+    trainer = Trainer(XLSTMLanguageModel(preset("tiny-mlstm")), config,
+                      TokenWindows(tokens, 32, 2), tmp_path / "run")
+    trainer.train()
+    history = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert history == ["step-00000004", "step-00000006"]
+    assert json.loads((tmp_path / "run/checkpoint/training_state.json").read_text())["step"] == 8
+    older = XLSTMLanguageModel.from_pretrained(tmp_path / "run/checkpoints/step-00000006")
+    assert not all(torch.equal(a, b) for a, b in zip(older.parameters(), trainer.model.parameters()))
+    with pytest.raises(ConfigError, match="keep_checkpoints"):
+        TrainConfig(keep_checkpoints=0)

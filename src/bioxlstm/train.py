@@ -45,6 +45,7 @@ class NonFiniteLossError(BioXLSTMError, RuntimeError):
     """Training produced non-finite losses or gradients too many steps in a row."""
 
 CHECKPOINT_DIR = "checkpoint"
+HISTORY_DIR = "checkpoints"
 STATE_TENSORS = "training_state.safetensors"
 STATE_JSON = "training_state.json"
 METRICS_FILE = "metrics.jsonl"
@@ -81,6 +82,7 @@ class TrainConfig:
     device: str = "auto"
     progress: bool = True
     max_bad_steps: int = 5  # non-finite losses/gradients in a row before the run stops
+    keep_checkpoints: int = 1  # the latest in checkpoint/, older ones in checkpoints/step-N/
     distributed: str = "ddp"
 
     def __post_init__(self) -> None:
@@ -91,7 +93,7 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise ConfigError naming the first bad field."""
         for name in ("max_steps", "batch_size", "grad_accum_steps", "eval_batches", "log_every",
-                     "max_bad_steps"):
+                     "max_bad_steps", "keep_checkpoints"):
             _require(_is_int(getattr(self, name)) and getattr(self, name) >= 1, name,
                      "a positive integer", getattr(self, name))
         for name in ("warmup_steps", "eval_every", "save_every"):
@@ -445,6 +447,21 @@ class Trainer:
             final.rename(old)
         tmp.rename(final)
         _fsync_dir(self.run_dir)
+        self._retire(old)
+
+    def _retire(self, old: Path) -> None:
+        """Keep a replaced checkpoint as checkpoints/step-N while keep_checkpoints allows, else drop it."""
+        keep = self.config.keep_checkpoints - 1
+        if keep > 0 and (old / STATE_JSON).is_file():
+            step = json.loads((old / STATE_JSON).read_text())["step"]
+            history = self.run_dir / HISTORY_DIR
+            history.mkdir(exist_ok=True)
+            target = history / f"step-{step:08d}"
+            shutil.rmtree(target, ignore_errors=True)
+            old.rename(target)
+            for stale in sorted(history.glob("step-*"))[:-keep]:
+                shutil.rmtree(stale)
+            _fsync_dir(history)
         shutil.rmtree(old, ignore_errors=True)
 
     def load_checkpoint(self, path: str | Path) -> None:
