@@ -234,6 +234,15 @@ def _score(args: argparse.Namespace) -> None:
           file=sys.stderr)
 
 
+def _add_batching_options(p: argparse.ArgumentParser, items: str) -> None:
+    """--batch-size, --chunk-tokens and --device of the commands that run a model over inputs."""
+    p.add_argument("--batch-size", type=int, default=16, help=f"{items} per batch (default 16)")
+    p.add_argument("--chunk-tokens", type=int, default=4096,
+                   help="tokens run at once per sequence; longer ones go in pieces carrying the "
+                        "recurrent state (default 4096)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default auto)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bioxlstm",
@@ -432,10 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fasta", required=True, help="FASTA file, plain or gzip")
     p.add_argument("--out", required=True, help="pooled embeddings: .npy or .parquet")
     p.add_argument("--per-token", help="also write per-base embeddings to this .npz")
-    p.add_argument("--batch-size", type=int, default=16, help="records per batch (default 16)")
-    p.add_argument("--chunk-tokens", type=int, default=4096,
-                   help="tokens run at once per record (default 4096)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default auto)")
+    _add_batching_options(p, "records")
     p.set_defaults(func=_embed)
 
     p = sub.add_parser("score", help="log-likelihood of sequences, or of variants (LLR)",
@@ -453,11 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="-", help="output TSV (default '-': standard output)")
     p.add_argument("--window", type=int, default=1024,
                    help="bases around each variant, clipped at chromosome ends (default 1024)")
-    p.add_argument("--batch-size", type=int, default=16,
-                   help="sequences or variants per batch (default 16)")
-    p.add_argument("--chunk-tokens", type=int, default=4096,
-                   help="tokens run at once per sequence (default 4096)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default auto)")
+    _add_batching_options(p, "sequences or variants")
     p.set_defaults(func=_score)
 
     p = sub.add_parser("fitness", help="variant fitness of a deep mutational scan (protein, FIM)",
