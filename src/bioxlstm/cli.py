@@ -255,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_presets)
 
     p = sub.add_parser(
-        "pretrain", aliases=["train"], help="pretrain on a genome (CLM or MLM) or a FASTA file",
+        "pretrain", aliases=["train"],
+        help="pretrain on a genome (CLM/MLM), FASTA records, MSA families or SMILES",
         description="Pretrain an xLSTM LM. With --genome: random windows of the train split of a "
                     "genome FASTA (plain or bgzip, random access), split by a BED file of "
                     "intervals (chrom start end train|valid|test, the HyenaDNA convention) or by "
@@ -264,7 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "records of a FASTA file, the last --valid-fraction held out. With "
                     "--msa-dir (proteins): one family per sample, members in random order with "
                     "fill-in-the-middle and per-sequence position ids, split by family "
-                    "(docs/protein.md). Writes "
+                    "(docs/protein.md). With --smiles: one molecule per row (invalid SMILES "
+                    "counted and skipped, vocabulary learned from the file); --smiles-domains: "
+                    "in-context rows of one domain's molecules (docs/chem.md). Writes "
                     "metrics.jsonl, run.json and checkpoint/ into --run-dir; --resume continues "
                     "exactly where the last checkpoint stopped. Runs unchanged under torchrun "
                     "(DDP, or FSDP with 'distributed: fsdp' in --train-config; docs/scaling.md).")
