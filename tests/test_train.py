@@ -328,3 +328,19 @@ def test_the_last_n_checkpoints_are_kept_as_loadable_models(tmp_path):
     assert not all(torch.equal(a, b) for a, b in zip(older.parameters(), trainer.model.parameters()))
     with pytest.raises(ConfigError, match="keep_checkpoints"):
         TrainConfig(keep_checkpoints=0)
+
+
+def test_dna_fasta_pretraining_never_targets_n(tmp_path):
+    from bioxlstm.alphabets import DNA
+    from bioxlstm.tasks.pretrain import pretrain_fasta
+
+    fasta = tmp_path / "dna.fa"
+    fasta.write_text("".join(f">r{j}\nACGTNNACGGTRYACGT{'A' * j}\n" for j in range(40)))
+    config = TrainConfig(max_steps=1, batch_size=4, progress=False, eval_every=1, eval_batches=1)
+    trainer = pretrain_fasta(fasta, preset("tiny-mlstm"), config, tmp_path / "run", 32)
+    batch = trainer.train_data.next_batch()
+    is_n = batch["input_ids"] == DNA.id("N")
+    assert is_n.any() and (batch["labels"][is_n] == -100).all()
+    assert torch.equal(batch["labels"][~is_n], batch["input_ids"][~is_n])
+    valid = next(iter(trainer.valid_data()))
+    assert (valid["labels"][valid["input_ids"] == DNA.id("N")] == -100).all()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -62,15 +62,18 @@ class TokenWindows:
     """Random fixed-length windows of a token stream, drawn with the source's own generator.
 
     With `positions` (one id per token, e.g. from record_positions) batches carry the matching
-    window of position ids too.
+    window of position ids too; with `labels` (ids -> labels, e.g. DNA's clm_labels, which drops
+    N) they carry labels.
     """
 
     def __init__(self, tokens: Tensor, seq_len: int, batch_size: int, seed: int = 0,
-                 positions: Tensor | None = None) -> None:
+                 positions: Tensor | None = None,
+                 labels: Callable[[Tensor], Tensor] | None = None) -> None:
         _check_tokens(tokens, seq_len, batch_size)
         if positions is not None and positions.shape != tokens.shape:
             raise ConfigError("'positions' must hold one position id per token")
         self.positions = positions
+        self.labels = labels
         self.tokens = tokens.long()
         self.seq_len = seq_len
         self.batch_size = batch_size
@@ -87,6 +90,8 @@ class TokenWindows:
         batch = {"input_ids": self.tokens[index]}
         if self.positions is not None:
             batch["position_ids"] = self.positions[index]
+        if self.labels is not None:
+            batch["labels"] = self.labels(batch["input_ids"])
         return batch
 
     def state_dict(self) -> dict[str, Any]:
@@ -104,15 +109,29 @@ class TokenWindows:
         self.batches_drawn = int(state["batches_drawn"])
 
 
-def eval_batches(tokens: Tensor, seq_len: int, batch_size: int,
-                 max_batches: int | None = None, positions: Tensor | None = None) -> Iterator[Batch]:
-    """Consecutive non-overlapping windows from the start, batched: the same every time."""
+def eval_batches(tokens: Tensor, seq_len: int, batch_size: int, max_batches: int | None = None,
+                 positions: Tensor | None = None,
+                 labels: Callable[[Tensor], Tensor] | None = None) -> Iterator[Batch]:
+    """Consecutive non-overlapping windows from the start, batched: the same every time.
+
+    positions and labels as in TokenWindows.
+    """
     _check_tokens(tokens, seq_len, batch_size)
     usable = tokens.numel() // seq_len * seq_len
     blocks = tokens.long()[:usable].view(-1, seq_len).split(batch_size)
+    position_blocks = (None,) * len(blocks) if positions is None else \
+        positions[:usable].view(-1, seq_len).split(batch_size)
     if max_batches is not None:
-        blocks = blocks[:max_batches]
-    if positions is None:
-        return ({"input_ids": block} for block in blocks)
-    position_blocks = positions[:usable].view(-1, seq_len).split(batch_size)
-    return ({"input_ids": block, "position_ids": pos} for block, pos in zip(blocks, position_blocks))
+        blocks, position_blocks = blocks[:max_batches], position_blocks[:max_batches]
+    return _batches(blocks, position_blocks, labels)
+
+
+def _batches(blocks: tuple[Tensor, ...], position_blocks: tuple[Tensor | None, ...],
+             labels: Callable[[Tensor], Tensor] | None) -> Iterator[Batch]:
+    for block, pos in zip(blocks, position_blocks):
+        batch: Batch = {"input_ids": block}
+        if pos is not None:
+            batch["position_ids"] = pos
+        if labels is not None:
+            batch["labels"] = labels(block)
+        yield batch

@@ -15,6 +15,7 @@ from bioxlstm.data.fasta import read_fasta
 from bioxlstm.data.genome import Genome
 from bioxlstm.data.genome_windows import GenomeWindows, WindowConfig, genome_eval_batches
 from bioxlstm.data.intervals import Interval, chromosome_intervals, read_intervals
+from bioxlstm.data.masking import clm_labels
 from bioxlstm.errors import ConfigError
 from bioxlstm.model import XLSTMLanguageModel
 from bioxlstm.train import TrainConfig, Trainer, find_checkpoint
@@ -55,7 +56,8 @@ def pretrain_fasta(
 ) -> Trainer:
     """Train a causal LM on a FASTA file; the model lands in run_dir/checkpoint.
 
-    Models with rotary embeddings get position ids that restart at every record (SPEC section 3).
+    Models with rotary embeddings get position ids that restart at every record (SPEC section 3);
+    DNA labels leave out N, as in genome pretraining.
     """
     alphabet = _check_alphabet(model_config)
     tokens = fasta_tokens(fasta, alphabet)
@@ -66,10 +68,11 @@ def pretrain_fasta(
         train_pos, valid_pos = positions[:len(train)], positions[len(train):]
     torch.manual_seed(train_config.seed)
     model = XLSTMLanguageModel(model_config)
+    labels = clm_labels if alphabet.name == "DNA" else None  # N and specials are never targets
     source = TokenWindows(train, seq_len, train_config.batch_size, seed=train_config.seed,
-                          positions=train_pos)
+                          positions=train_pos, labels=labels)
     valid_batches = functools.partial(eval_batches, valid, seq_len, train_config.batch_size,
-                                      train_config.eval_batches, valid_pos)
+                                      train_config.eval_batches, valid_pos, labels)
     resume = resume and find_checkpoint(run_dir) is not None
     trainer = Trainer(model, train_config, source, run_dir, valid_batches, resume=resume)
     trainer.train()
