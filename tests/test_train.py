@@ -344,3 +344,21 @@ def test_dna_fasta_pretraining_never_targets_n(tmp_path):
     assert torch.equal(batch["labels"][~is_n], batch["input_ids"][~is_n])
     valid = next(iter(trainer.valid_data()))
     assert (valid["labels"][valid["input_ids"] == DNA.id("N")] == -100).all()
+
+
+def test_tensorboard_receives_the_logged_scalars(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tokens = torch.randint(7, 11, (2000,))
+    config = TrainConfig(max_steps=4, batch_size=2, log_every=2, eval_every=2, eval_batches=1,
+                         tensorboard=True, progress=False)
+    train_on_tokens(XLSTMLanguageModel(preset("tiny-mlstm")), config, tokens[:1500], 32,
+                    tmp_path / "run", valid_tokens=tokens[1500:])
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    records = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
+    loss = events.Scalars("loss")
+    assert [e.step for e in loss] == [r["step"] for r in records]
+    assert [e.value for e in loss] == pytest.approx([r["loss"] for r in records])
+    assert len(events.Scalars("valid_loss")) == 2

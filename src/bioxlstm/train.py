@@ -83,6 +83,7 @@ class TrainConfig:
     progress: bool = True
     max_bad_steps: int = 5  # non-finite losses/gradients in a row before the run stops
     keep_checkpoints: int = 1  # the latest in checkpoint/, older ones in checkpoints/step-N/
+    tensorboard: bool = False  # also write scalars to run_dir/tensorboard (needs tensorboard)
     distributed: str = "ddp"
 
     def __post_init__(self) -> None:
@@ -112,7 +113,7 @@ class TrainConfig:
         _require(self.clip_norm is None or (_is_number(self.clip_norm) and self.clip_norm > 0),
                  "clip_norm", "a positive number or null", self.clip_norm)
         _require(self.schedule in SCHEDULES, "schedule", f"one of {SCHEDULES}", self.schedule)
-        for name in ("bf16", "progress", "activation_checkpointing"):
+        for name in ("bf16", "progress", "activation_checkpointing", "tensorboard"):
             _require(isinstance(getattr(self, name), bool), name, "true or false",
                      getattr(self, name))
         fraction = self.warmup_fraction
@@ -293,6 +294,8 @@ class Trainer:
         self.step = 0
         self.tokens_seen = 0
         self.bad_steps = 0
+        self._board = _tensorboard_writer(self.run_dir) if config.tensorboard and self.dist.is_main \
+            else None
         if resume:
             self.load_checkpoint(checkpoint)
             if self.dist.is_main:
@@ -333,6 +336,8 @@ class Trainer:
                         self.save_checkpoint()
         finally:
             bar.close()
+            if self._board is not None:
+                self._board.flush()
         return record
 
     def _train_step(self) -> tuple[Tensor, int] | None:
@@ -499,6 +504,10 @@ class Trainer:
             return
         with open(self.run_dir / METRICS_FILE, "a") as fh:
             fh.write(json.dumps(record) + "\n")
+        if self._board is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self._board.add_scalar(key, value, record["step"])
 
     def _truncate_metrics(self) -> None:
         """Drop records past the checkpoint, left by the interrupted run, before continuing."""
@@ -554,6 +563,16 @@ def train_on_tokens(model: nn.Module, config: TrainConfig, train_tokens: Tensor,
     trainer = Trainer(model, config, source, run_dir, valid, resume=resume)
     trainer.train()
     return trainer
+
+
+def _tensorboard_writer(run_dir: Path) -> Any:
+    """A SummaryWriter into run_dir/tensorboard; ConfigError when tensorboard is not installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError("'tensorboard: true' needs the tensorboard package "
+                          "(pip install 'bioxlstm[tensorboard]')") from None
+    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
 
 
 def find_checkpoint(run_dir: str | Path) -> Path | None:
