@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import scipy.stats
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -106,21 +107,12 @@ class FitnessResult:
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman rank correlation (ties get their average rank); NaN pairs are dropped."""
+    """Spearman rank correlation (scipy; ties get their average rank); NaN pairs are dropped."""
     keep = ~(np.isnan(x) | np.isnan(y))
-    x, y = _ranks(x[keep]), _ranks(y[keep])
-    if x.size < 2 or x.std() == 0 or y.std() == 0:
+    x, y = x[keep], y[keep]
+    if x.size < 2 or np.all(x == x[0]) or np.all(y == y[0]):
         return math.nan
-    return float(np.corrcoef(x, y)[0, 1])
-
-
-def _ranks(v: np.ndarray) -> np.ndarray:
-    order = np.argsort(v, kind="mergesort")
-    ranks = np.empty(v.size)
-    ranks[order] = np.arange(v.size, dtype=float)
-    _, inverse, counts = np.unique(v, return_inverse=True, return_counts=True)
-    sums = np.bincount(inverse, weights=ranks)
-    return sums[inverse] / counts[inverse]
+    return float(scipy.stats.spearmanr(x, y).statistic)
 
 
 def score_assay(model: XLSTMLanguageModel, wild_type: str, mutants: list[str],
