@@ -1,7 +1,9 @@
-"""Shared test helpers: deterministic seeds and small random mLSTM/sLSTM inputs."""
+"""Shared test helpers: deterministic seeds, small random mLSTM/sLSTM inputs, a tiny checkpoint."""
 
 import pytest
 import torch
+
+from bioxlstm import XLSTMLanguageModel, preset
 
 
 @pytest.fixture(autouse=True)
@@ -26,3 +28,12 @@ def random_mlstm_state(B=2, NH=2, DH=8, dtype=torch.float64):
     n = torch.randn(B, NH, DH, dtype=dtype).abs()
     m = torch.randn(B, NH, dtype=dtype)
     return C, n, m
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A randomly initialised tiny-mlstm checkpoint directory (seed 0), one per test module."""
+    path = tmp_path_factory.mktemp("ckpt")
+    torch.manual_seed(0)
+    XLSTMLanguageModel(preset("tiny-mlstm")).save_pretrained(path)
+    return path

@@ -26,14 +26,6 @@ def random_dna(n, seed):
     return "".join(rng.choice(list("ACGT"), size=n))
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt")
-    torch.manual_seed(0)
-    XLSTMLanguageModel(preset("tiny-mlstm")).save_pretrained(path)
-    return path
-
-
 @pytest.mark.parametrize("name", ["tiny-mlstm", "tiny-mixed"])
 def test_chunked_pooled_equals_unchunked(name):
     model = XLSTMLanguageModel(preset(name)).eval()

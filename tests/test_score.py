@@ -19,14 +19,6 @@ CFG = dict(progress=False, device="cpu")
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt")
-    torch.manual_seed(0)
-    XLSTMLanguageModel(preset("tiny-mlstm")).save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def model(checkpoint):
     return XLSTMLanguageModel.from_pretrained(checkpoint).eval()
 
