@@ -19,12 +19,12 @@ def _open(path: Path):
     return gzip.open(path, "rt") if gz else open(path)
 
 
-def read_fasta(path: str | Path) -> Iterator[tuple[str, str]]:
-    """Yield (name, sequence) per record; name is the header up to the first space."""
+def fasta_records(path: str | Path) -> Iterator[tuple[int, str, str]]:
+    """Yield (line number of the header, header text after '>', sequence) per record."""
     path = Path(path)
     if not path.is_file():
         raise FastaError(f"{path}: no such file")
-    name, parts, seen = None, [], False
+    header, parts, at = None, [], 0
     try:
         with _open(path) as fh:
             for lineno, line in enumerate(fh, 1):
@@ -32,22 +32,28 @@ def read_fasta(path: str | Path) -> Iterator[tuple[str, str]]:
                 if not line or line.startswith(";"):
                     continue
                 if line.startswith(">"):
-                    if name is not None:
-                        yield name, _joined(path, name, parts)
-                    header = line[1:].split()
-                    name, parts, seen = header[0] if header else "", [], True
+                    if header is not None:
+                        yield at, header, _joined(path, header, parts)
+                    header, parts, at = line[1:].strip(), [], lineno
                     continue
-                if name is None:
+                if header is None:
                     raise FastaError(f"{path}, line {lineno}: sequence before the first '>' header")
                 parts.append(line)
     except (OSError, EOFError, UnicodeDecodeError) as err:
         raise FastaError(f"{path}: cannot be read as FASTA ({err})") from None
-    if not seen:
+    if header is None:
         raise FastaError(f"{path}: no FASTA records")
-    yield name, _joined(path, name, parts)
+    yield at, header, _joined(path, header, parts)
 
 
-def _joined(path: Path, name: str, parts: list[str]) -> str:
+def read_fasta(path: str | Path) -> Iterator[tuple[str, str]]:
+    """Yield (name, sequence) per record; name is the header up to the first space."""
+    for _, header, sequence in fasta_records(path):
+        yield (header.split() or [""])[0], sequence
+
+
+def _joined(path: Path, header: str, parts: list[str]) -> str:
     if not parts:
+        name = (header.split() or [""])[0]
         raise FastaError(f"{path}: record {name!r} has no sequence")
     return "".join(parts)

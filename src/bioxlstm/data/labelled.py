@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from bioxlstm.alphabets import DNA, Alphabet, AlphabetError
+from bioxlstm.data.fasta import fasta_records
 from bioxlstm.errors import BioXLSTMError
 
 
@@ -97,10 +98,12 @@ def read_labelled(path: str | Path, alphabet: Alphabet = DNA, columns: Columns =
 def _records(path: Path, columns: Columns) -> Iterator[tuple[int, str | None, str, str]]:
     """(line number, id or None, sequence, raw label) per record of a FASTA file or a table."""
     with _open(path) as fh:
-        first = fh.read(1)
-        fh.seek(0)
-        reader = _fasta_records if first == ">" else _table_records
-        yield from reader(fh, path, columns)
+        is_fasta = fh.read(1) == ">"
+        if not is_fasta:
+            fh.seek(0)
+            yield from _table_records(fh, path, columns)
+    if is_fasta:
+        yield from _fasta_records(path, columns)
 
 
 def _open(path: Path):
@@ -132,29 +135,16 @@ def _table_records(fh, path: Path, columns: Columns) -> Iterator[tuple[int, str 
         yield lineno, name, row[seq_col].strip(), row[label_col].strip()
 
 
-def _fasta_records(fh, path: Path, columns: Columns) -> Iterator[tuple[int, str | None, str, str]]:
+def _fasta_records(path: Path, columns: Columns) -> Iterator[tuple[int, str | None, str, str]]:
+    """Records of fasta_records whose header carries the label as LABEL=VALUE."""
     key = f"{columns.label}="
-    header: tuple[int, str, str] | None = None
-    parts: list[str] = []
-    for lineno, line in enumerate(fh, 1):
-        line = line.strip()
-        if not line or line.startswith(";"):
-            continue
-        if line.startswith(">"):
-            if header is not None:
-                yield header[0], header[1], "".join(parts), header[2]
-            fields = line[1:].split()
-            labels = [f[len(key):] for f in fields[1:] if f.startswith(key)]
-            if not fields or not labels:
-                raise LabelledDataError(f"{path}, line {lineno}: the header has no '{key}VALUE' "
-                                        f"field (expected e.g. '>seq1 {key}1')")
-            header, parts = (lineno, fields[0], labels[0]), []
-        elif header is None:
-            raise LabelledDataError(f"{path}, line {lineno}: sequence before the first '>' header")
-        else:
-            parts.append(line)
-    if header is not None:
-        yield header[0], header[1], "".join(parts), header[2]
+    for lineno, header, sequence in fasta_records(path):
+        fields = header.split()
+        labels = [f[len(key):] for f in fields[1:] if f.startswith(key)]
+        if not labels:
+            raise LabelledDataError(f"{path}, line {lineno}: the header has no '{key}VALUE' "
+                                    f"field (expected e.g. '>seq1 {key}1')")
+        yield lineno, fields[0], sequence, labels[0]
 
 
 def _class_value(path: Path, lineno: int, label: str, column: str) -> str:
