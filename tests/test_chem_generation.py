@@ -119,3 +119,21 @@ def test_cli_pretrain_generate_evaluate(tmp_path, capsys):
     assert main(["pretrain", "--preset", "tiny-mlstm", "--smiles", str(tmp_path / "none.smi"),
                  "--run-dir", str(tmp_path / "r2")]) == 2
     assert "none.smi: no such file" in capsys.readouterr().err
+
+
+def test_every_intermediate_checkpoint_carries_the_tokenizer(tmp_path):
+    from bioxlstm.config import preset
+    from bioxlstm.smiles import TOKENIZER_FILE, SmilesTokenizer
+    from bioxlstm.tasks.pretrain_smiles import SmilesData, pretrain_smiles
+    from bioxlstm.train import TrainConfig
+
+    smi = tmp_path / "train.smi"
+    smi.write_text("\n".join(["CCO", "c1ccccc1", "CC(=O)O", "CCN", "OCCO", "CC(C)C", "C1CCCC1",
+                              "CCCl", "CC#N", "COC"] * 3) + "\n")
+    config = TrainConfig(max_steps=4, batch_size=2, save_every=2, keep_checkpoints=2, progress=False)
+    pretrain_smiles(SmilesData(smi, False, 0.2, 0), preset("tiny-chem-xlstm"), config, tmp_path / "run")
+    run = tmp_path / "run"
+    (run / TOKENIZER_FILE).unlink()  # nothing may depend on the run directory's copy
+    for checkpoint in (run / "checkpoint", run / "checkpoints" / "step-00000002"):
+        assert SmilesTokenizer.load(checkpoint).tokens == SmilesTokenizer.load(run / "checkpoint").tokens
+        assert (checkpoint / TOKENIZER_FILE).is_file()

@@ -56,7 +56,8 @@ def test_tokenizer_file_round_trip_and_errors(tmp_path):
     tokenizer = SmilesTokenizer.build(["CCO"])
     tokenizer.save(tmp_path / "run")
     assert SmilesTokenizer.load(tmp_path / "run") == tokenizer
-    assert SmilesTokenizer.load(tmp_path / "run" / "checkpoint") == tokenizer  # run dir above
+    with pytest.raises(SmilesVocabularyError, match="no such file"):
+        SmilesTokenizer.load(tmp_path / "run" / "checkpoint")  # no fallback to the run directory
     with pytest.raises(SmilesVocabularyError, match="no such file"):
         SmilesTokenizer.load(tmp_path / "elsewhere")
     (tmp_path / "bad").mkdir()

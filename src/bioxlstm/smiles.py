@@ -126,23 +126,24 @@ class SmilesTokenizer:
                 out.append(token)
         return "".join(out)
 
+    def to_json(self) -> str:
+        """The content of tokenizer.json."""
+        return json.dumps({"type": "smiles-regex", "tokens": list(self.tokens)}, indent=1)
+
     def save(self, directory: str | Path) -> Path:
         """Write tokenizer.json into `directory` (atomically); returns its path."""
         path = Path(directory) / TOKENIZER_FILE
-        text = json.dumps({"type": "smiles-regex", "tokens": list(self.tokens)}, indent=1)
+        text = self.to_json()
         atomic_write(path, lambda p: p.write_text(text))
         return path
 
     @classmethod
     def load(cls, directory: str | Path) -> SmilesTokenizer:
-        """Read tokenizer.json from a checkpoint directory, or from the run directory above it."""
-        directory = Path(directory)
-        for path in (directory / TOKENIZER_FILE, directory.parent / TOKENIZER_FILE):
-            if path.is_file():
-                break
-        else:
-            raise SmilesVocabularyError(f"{directory / TOKENIZER_FILE}: no such file (a SMILES "
-                                        f"checkpoint keeps its vocabulary there)")
+        """Read tokenizer.json from a checkpoint (or run) directory."""
+        path = Path(directory) / TOKENIZER_FILE
+        if not path.is_file():
+            raise SmilesVocabularyError(f"{path}: no such file (a SMILES checkpoint keeps its "
+                                        f"vocabulary there)")
         try:
             data = json.loads(path.read_text())
             tokens = tuple(data["tokens"])

@@ -258,6 +258,8 @@ class Trainer:
     """Trains a model on a batch source; logs, evaluates and checkpoints into `run_dir`.
 
     `valid_data` is a re-iterable of batches or a function returning a fresh iterable.
+    `checkpoint_files` (name -> text) are written into every checkpoint beside the weights, e.g. a
+    tokenizer the model cannot be used without.
     Resumed runs are bit-identical to uninterrupted ones on CPU; on GPU, as far as the kernels
     are deterministic. Under torchrun every rank builds the same Trainer; only rank 0 writes
     files and shows progress, and every rank resumes from the same checkpoint.
@@ -266,7 +268,7 @@ class Trainer:
     def __init__(self, model: nn.Module, config: TrainConfig, train_data: BatchSource,
                  run_dir: str | Path,
                  valid_data: Iterable[Batch] | Callable[[], Iterable[Batch]] | None = None,
-                 resume: bool = False) -> None:
+                 resume: bool = False, checkpoint_files: dict[str, str] | None = None) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
         self.dist, self.device = distributed.setup(config.device)
@@ -294,6 +296,7 @@ class Trainer:
         self.step = 0
         self.tokens_seen = 0
         self.bad_steps = 0
+        self.checkpoint_files = dict(checkpoint_files or {})
         self._board = _tensorboard_writer(self.run_dir) if config.tensorboard and self.dist.is_main \
             else None
         if resume:
@@ -441,6 +444,8 @@ class Trainer:
             self.model.save_pretrained(tmp)
         else:
             save_pretrained(_Weights(self.model.config, weights), tmp)
+        for name, text in self.checkpoint_files.items():
+            atomic_write(tmp / name, lambda p, text=text: p.write_text(text))
         tensors: dict[str, Tensor] = {}
         meta = json.dumps(_flatten(state, tensors))
         atomic_write(tmp / STATE_TENSORS, lambda p: save_file(tensors, str(p)))

@@ -41,7 +41,7 @@ def model_alphabet(config: ModelConfig) -> Alphabet:
 
 def can_run_in_pieces(config: ModelConfig) -> bool:
     """Whether outputs at a position depend only on the past, so a long input may run in pieces."""
-    return not config.bidirectional and not getattr(config, "rc_equivariant", False)
+    return not config.bidirectional and not config.rc_equivariant
 
 
 def pad_batch(sequences: Sequence[Sequence[int] | np.ndarray], alphabet: Alphabet,

@@ -2,8 +2,7 @@
 
 Invalid SMILES (RDKit) and molecules longer than the context are counted and skipped, with a
 summary on standard error. The vocabulary is learned from the file and written as tokenizer.json
-into the run directory at the start and into run_dir/checkpoint at the end, so loading a SMILES
-checkpoint finds it either way.
+into the run directory (a resumed run reads it back) and into every checkpoint beside the weights.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ from bioxlstm.data.smiles_batches import (
 from bioxlstm.errors import CheckpointError, ConfigError
 from bioxlstm.model import XLSTMLanguageModel
 from bioxlstm.smiles import TOKENIZER_FILE, SmilesTokenizer
-from bioxlstm.train import CHECKPOINT_DIR, TrainConfig, Trainer, find_checkpoint
+from bioxlstm.train import TrainConfig, Trainer, find_checkpoint
 
 SMILES_ALPHABET = "smiles"
 
@@ -138,9 +137,9 @@ def pretrain_smiles(
            f"vocabulary {len(tokenizer)} tokens")
     torch.manual_seed(cfg.seed)
     model = XLSTMLanguageModel(model_config)
-    trainer = Trainer(model, cfg, source, run_dir, valid_batches, resume=resume)
+    trainer = Trainer(model, cfg, source, run_dir, valid_batches, resume=resume,
+                      checkpoint_files={TOKENIZER_FILE: tokenizer.to_json()})
     trainer.train()
-    tokenizer.save(run_dir / CHECKPOINT_DIR)
     return trainer
 
 
