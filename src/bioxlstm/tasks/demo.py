@@ -19,8 +19,9 @@ import torch
 from bioxlstm.alphabets import DNA, encode_dna
 from bioxlstm.baselines.kmer import KmerModel
 from bioxlstm.config import ModelConfig, preset
+from bioxlstm.data.genome import Genome
 from bioxlstm.data.genome_windows import WindowConfig, genome_eval_batches
-from bioxlstm.data.intervals import select_split
+from bioxlstm.data.intervals import Interval, select_split
 from bioxlstm.model import XLSTMLanguageModel
 from bioxlstm.tasks.finetune import FinetuneConfig, finetune
 from bioxlstm.tasks.pretrain import GenomeData, pretrain_genome
@@ -56,17 +57,16 @@ def promoter_split(out_dir: Path, train_rows: int, test_rows: int, seed: int) ->
     return paths[0], paths[1]
 
 
-def _split_tokens(split: str) -> torch.Tensor:
+def _split_tokens(genome: Genome, intervals: list[Interval], split: str) -> torch.Tensor:
     """All bases of one split's intervals, concatenated (for the k-mer baselines)."""
-    genome, intervals = GENOME.load()
     return torch.cat([encode_dna(genome.fetch(iv.chrom, iv.start, iv.end))
                       for iv in select_split(intervals, split)])
 
 
 @torch.no_grad()
-def _valid_nll(model: XLSTMLanguageModel, windows: WindowConfig) -> float:
+def _valid_nll(model: XLSTMLanguageModel, windows: WindowConfig, genome: Genome,
+               intervals: list[Interval]) -> float:
     """Mean next-base loss over every validation window (nats per base)."""
-    genome, intervals = GENOME.load()
     total, count = 0.0, 0
     for batch in genome_eval_batches(genome, intervals, windows, "valid"):
         n = int((batch["labels"][:, 1:] != -100).sum())
@@ -91,11 +91,13 @@ def run_demo(run_dir: str | Path = "runs/demo", steps: int = 300, seed: int = 0,
 
     checkpoint = run_dir / "pretrain" / "checkpoint"
     model = XLSTMLanguageModel.from_pretrained(checkpoint).eval()
-    results = {"xlstm_valid_nll": _valid_nll(model, windows)}
+    genome, intervals = GENOME.load()
+    results = {"xlstm_valid_nll": _valid_nll(model, windows, genome, intervals)}
     print("\n2. Validation on the held-out chromosome-22 window, nats per base and perplexity:")
     label = f"DNA-xLSTM ({model.num_parameters():,} params)"
     print(f"   {label:<34}{results['xlstm_valid_nll']:.4f}  ppl {math.exp(results['xlstm_valid_nll']):.3f}")
-    train_tokens, valid_tokens = _split_tokens("train"), _split_tokens("valid")
+    train_tokens = _split_tokens(genome, intervals, "train")
+    valid_tokens = _split_tokens(genome, intervals, "valid")
     for k in (0, 3, 6):
         nll = KmerModel(k, len(DNA)).fit(train_tokens).nll(valid_tokens)
         results[f"kmer{k}_valid_nll"] = nll
