@@ -37,11 +37,16 @@ def _stream(seed: int) -> torch.Tensor:
     return torch.randint(0, 12, (2000,), generator=torch.Generator().manual_seed(seed))
 
 
+def _some_ignored(ids: torch.Tensor) -> torch.Tensor:
+    """Labels without the ids below 4, so rows (and ranks) hold different numbers of targets."""
+    return ids.masked_fill(ids < 4, -100)
+
+
 def _trainer(steps: int, strategy: str, run_dir: Path, resume: bool = False) -> Trainer:
     torch.manual_seed(0)
     model = XLSTMLanguageModel(preset("tiny-mlstm"))
     valid = functools.partial(eval_batches, _stream(2), SEQ_LEN, 3, 3)  # 3 rows: an uneven split
-    source = TokenWindows(_stream(1), SEQ_LEN, BATCH, seed=5)
+    source = TokenWindows(_stream(1), SEQ_LEN, BATCH, seed=5, labels=_some_ignored)
     return Trainer(model, _config(steps, strategy), source, run_dir, valid, resume=resume)
 
 
@@ -97,8 +102,11 @@ def test_two_ranks_resumed_match_one_process_and_only_rank0_writes(tmp_path, ref
     assert sorted(p.name for p in (tmp_path / "rank0").iterdir()) == [
         "checkpoint", "metrics.jsonl", "run.json"]
     assert json.loads((tmp_path / "rank0" / "run.json").read_text())["world_size"] == 2
-    source = TokenWindows(_stream(1), SEQ_LEN, BATCH, seed=5)
-    batches = torch.stack([source.next_batch()["input_ids"] for _ in range(4)])  # 2 steps x 2
+    source = TokenWindows(_stream(1), SEQ_LEN, BATCH, seed=5, labels=_some_ignored)
+    drawn = [source.next_batch() for _ in range(4)]  # 2 steps x 2 micro-batches
+    batches = torch.stack([b["input_ids"] for b in drawn])
+    targets = [[int((b["labels"][r:r + 2, 1:] != -100).sum()) for r in (0, 2)] for b in drawn]
+    assert any(a != b for a, b in targets)  # the ranks' shares weigh differently
     for rank in (0, 1):  # each rank trained on its own half of every global batch
         rows = torch.load(tmp_path / f"rows{rank}.pt")
         assert torch.equal(rows, batches[:, 2 * rank:2 * rank + 2])
@@ -111,7 +119,7 @@ def test_two_ranks_resumed_match_one_process_and_only_rank0_writes(tmp_path, ref
     for rank in (0, 1):
         ranked = torch.load(tmp_path / f"weights{rank}.pt")
         for name, value in weights.items():
-            torch.testing.assert_close(ranked[name], value, atol=1e-6, rtol=0)
+            torch.testing.assert_close(ranked[name], value, atol=1e-5, rtol=0)
 
 
 def test_rows_are_split_evenly_and_eval_rows_cover_every_row_once():
@@ -143,12 +151,22 @@ def test_unknown_strategy_is_a_config_error():
         TrainConfig(distributed="zero3")
 
 
-def test_cli_pretrain_under_torchrun_matches_one_process(tmp_path):
+def _dna_args(tmp_path: Path) -> list[str]:
     records = [f">r{j}\n{'ACGT'[j % 4] * 7}{'GATTACA' * 40}\n" for j in range(8)]
-    fasta = tmp_path / "seqs.fa"
-    fasta.write_text("".join(records))
-    args = ["-m", "bioxlstm", "pretrain", "--fasta", str(fasta), "--preset", "tiny-mlstm",
-            "--steps", "2", "--batch-size", "4", "--seq-len", "32", "--device", "cpu"]
+    (tmp_path / "seqs.fa").write_text("".join(records))
+    return ["--fasta", str(tmp_path / "seqs.fa"), "--preset", "tiny-mlstm", "--seq-len", "32"]
+
+
+def _smiles_args(tmp_path: Path) -> list[str]:
+    molecules = ["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1", "C1CCNCC1", "OC(=O)CCl", "CCN(CC)CC"]
+    (tmp_path / "mols.smi").write_text("\n".join(molecules * 5) + "\n")
+    return ["--smiles", str(tmp_path / "mols.smi"), "--preset", "tiny-chem-xlstm"]
+
+
+@pytest.mark.parametrize("inputs", [_dna_args, _smiles_args])
+def test_cli_pretrain_under_torchrun_matches_one_process(tmp_path, inputs):
+    args = ["-m", "bioxlstm", "pretrain", *inputs(tmp_path), "--steps", "2", "--batch-size", "4",
+            "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                 "--master_port", str(_free_port())]
@@ -157,8 +175,9 @@ def test_cli_pretrain_under_torchrun_matches_one_process(tmp_path):
     assert multi.returncode == 0, multi.stderr[-2000:]
     assert main([*args[2:], "--run-dir", str(tmp_path / "single")]) == 0
     got, want = _records(tmp_path / "multi"), _records(tmp_path / "single")
-    assert [r["step"] for r in got] == [r["step"] for r in want] == [2]
-    assert got[0]["loss"] == pytest.approx(want[0]["loss"], abs=1e-6)
+    assert [r["step"] for r in got] == [r["step"] for r in want] and want[-1]["step"] == 2
+    for mine, ref in zip(got, want):
+        assert mine["loss"] == pytest.approx(ref["loss"], abs=1e-6)
     multi_weights = load_file(tmp_path / "multi" / "checkpoint" / "model.safetensors")
     for name, value in load_file(tmp_path / "single" / "checkpoint" / "model.safetensors").items():
-        torch.testing.assert_close(multi_weights[name], value, atol=1e-6, rtol=0)
+        torch.testing.assert_close(multi_weights[name], value, atol=1e-5, rtol=0)

@@ -15,6 +15,8 @@ from bioxlstm.train import (
     TrainConfig,
     Trainer,
     build_scheduler,
+    dropout_seed,
+    global_target_count,
     lr_multiplier,
     parameter_groups,
     train_on_tokens,
@@ -236,8 +238,11 @@ class PoisonedModel(torch.nn.Module):
         super().__init__()
         self.w = torch.nn.Parameter(torch.ones(3))
 
-    def loss(self, input_ids: torch.Tensor, poisoned: bool = False) -> torch.Tensor:
+    def loss(self, input_ids: torch.Tensor, poisoned: bool = False, reduction: str = "mean"
+             ) -> torch.Tensor:
         loss = ((self.w - input_ids.float().mean()) ** 2).sum()
+        if reduction == "sum":  # as if every next-token target scored this loss
+            loss = loss * input_ids[:, 1:].numel()
         return loss * float("nan") if poisoned else loss
 
     def save_pretrained(self, directory) -> None:
@@ -362,3 +367,17 @@ def test_tensorboard_receives_the_logged_scalars(tmp_path):
     assert [e.step for e in loss] == [r["step"] for r in records]
     assert [e.value for e in loss] == pytest.approx([r["loss"] for r in records])
     assert len(events.Scalars("valid_loss")) == 2
+
+
+def test_dropout_seeds_differ_by_rank_step_and_micro_batch():
+    seeds = {dropout_seed(0, step, micro, rank)
+             for step in range(3) for micro in range(2) for rank in range(4)}
+    assert len(seeds) == 24 and dropout_seed(0, 1, 0, 1) == dropout_seed(0, 1, 0, 1)
+    assert dropout_seed(0, 1, 0, 1) != dropout_seed(1, 1, 0, 1)
+
+
+def test_loss_weighs_every_target_the_same_across_uneven_rows():
+    batch = {"input_ids": torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8]]),
+             "labels": torch.tensor([[1, 2, -100, -100], [5, 6, 7, 8]]), "objective": "clm"}
+    assert global_target_count(batch) == 4
+    assert global_target_count({**batch, "objective": "mlm"}) == 6

@@ -1,4 +1,8 @@
-"""Checkpoints as a directory: config.json + model.safetensors; atomic writes, strict loads."""
+"""Checkpoints as a directory: config.json + model.safetensors; atomic writes, strict loads.
+
+The layout is huggingface_hub's (ModelHubMixin): a directory saved here can be pushed to the Hub
+as is, and a Hub repository or a local copy of one loads through the same strict reader.
+"""
 
 from __future__ import annotations
 
@@ -81,6 +85,32 @@ def load_weights(directory: str | Path, map_location: str | torch.device = "cpu"
         return load_file(str(path), device=str(map_location))
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise CheckpointError(f"{path}: truncated or not a safetensors file ({err})") from None
+
+
+def hub_snapshot(
+    model_id: str,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    force_download: bool = False,
+    local_files_only: bool = False,
+    token: str | bool | None = None,
+) -> Path:
+    """The local directory holding a Hub repository's config.json and model.safetensors.
+
+    Files already in the Hugging Face cache are used without network when local_files_only is set
+    or HF_HUB_OFFLINE=1; anything that cannot be found or fetched raises CheckpointError.
+    """
+    from huggingface_hub import hf_hub_download
+
+    try:
+        paths = [Path(hf_hub_download(model_id, name, revision=revision, cache_dir=cache_dir,
+                                      force_download=force_download, token=token,
+                                      local_files_only=local_files_only))
+                 for name in (CONFIG_FILE, WEIGHTS_FILE)]
+    except Exception as err:  # huggingface_hub raises many types: validation, HTTP, offline, cache
+        raise CheckpointError(f"{model_id}: not a checkpoint directory, and not available from the "
+                              f"Hugging Face Hub or its cache ({type(err).__name__}: {err})") from None
+    return paths[0].parent
 
 
 def load_pretrained(

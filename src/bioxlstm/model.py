@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from huggingface_hub import ModelHubMixin
 from torch import Tensor, nn
 
 from bioxlstm.config import ModelConfig
@@ -43,7 +45,14 @@ class Embeddings:
     pooled: Tensor  # (B, d_model), mean over each sequence's own positions
 
 
-class XLSTMLanguageModel(nn.Module):
+class XLSTMLanguageModel(
+    nn.Module,
+    ModelHubMixin,
+    library_name="bioxlstm",
+    tags=["xlstm", "biology", "bioxlstm"],
+    paper_url="https://arxiv.org/abs/2411.04165",
+    license="apache-2.0",
+):
     """One model class for DNA, proteins and SMILES; what differs per alphabet is the config.
 
     With config.rc_equivariant the model is RC-equivariant by parameter sharing (SPEC section 2):
@@ -139,28 +148,23 @@ class XLSTMLanguageModel(nn.Module):
         labels: Tensor | None = None,
         objective: str = "clm",
         position_ids: Tensor | None = None,
+        reduction: str = "mean",
     ) -> Tensor:
-        """Mean token cross-entropy; labels equal to -100 are ignored.
+        """Token cross-entropy, mean (or with reduction='sum', summed) over the targets.
 
         clm: position t predicts labels[t + 1] (labels default to input_ids).
         mlm: position t predicts labels[t] (labels required; unmasked positions set to -100).
-        RC-equivariant models take only mlm: their RC strand at t has read the tokens after t.
+        Labels equal to -100 are ignored. RC-equivariant models take only mlm: their RC strand at
+        t has read the tokens after t.
         """
         if objective == "clm" and self.config.rc_equivariant:
             raise ValueError(f"the causal LM loss leaks the future here: {PS_SEES_AHEAD}; "
                              f"train RC-equivariant models with objective='mlm'")
+        targets = loss_targets(input_ids, labels, objective)
         logits = self(input_ids, position_ids=position_ids).logits
         if objective == "clm":
-            targets = (input_ids if labels is None else labels)[:, 1:]
             logits = logits[:, :-1]
-        elif objective == "mlm":
-            if labels is None:
-                raise ValueError("the masked-LM loss needs labels (-100 where nothing is masked)")
-            targets = labels
-        else:
-            raise ValueError(f"unknown objective {objective!r}; use 'clm' or 'mlm'")
-        return F.cross_entropy(_upcast(logits).reshape(-1, logits.shape[-1]),
-                               targets.reshape(-1), ignore_index=IGNORE_INDEX)
+        return token_cross_entropy(logits, targets, reduction)
 
     def _pieces(
         self, input_ids: Tensor, chunk_tokens: int | None, lengths: Tensor | None
@@ -262,20 +266,72 @@ class XLSTMLanguageModel(nn.Module):
             state, logits = out.state, out.logits[:, -1]
         return torch.cat(tokens, dim=1)
 
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write config.json and model.safetensors into `directory` (atomically)."""
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """ModelHubMixin.save_pretrained's writer: config.json and model.safetensors, atomically.
+
+        The mixin adds a model card (README.md); `push_to_hub=True` uploads the directory.
+        """
         from bioxlstm.checkpoint import save_pretrained
 
-        return save_pretrained(self, directory)
+        save_pretrained(self, save_directory)
 
     @classmethod
     def from_pretrained(
-        cls, directory: str | Path, map_location: str | torch.device = "cpu"
+        cls,
+        pretrained_model_name_or_path: str | Path,
+        *,
+        map_location: str | torch.device = "cpu",
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        force_download: bool = False,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
     ) -> XLSTMLanguageModel:
-        """Load a model written by save_pretrained; no network, no pickle."""
+        """Load a local checkpoint directory offline, or a Hub repository id through huggingface_hub.
+
+        Nothing is unpickled. A Hub id is fetched into (or, with local_files_only or HF_HUB_OFFLINE=1,
+        read from) the Hugging Face cache; a broken or missing checkpoint raises CheckpointError.
+        """
+        from bioxlstm.checkpoint import hub_snapshot, load_config
+
+        source = str(pretrained_model_name_or_path)
+        if not os.path.isdir(source) and not _is_path(source):
+            source = str(hub_snapshot(source, revision, cache_dir, force_download, local_files_only, token))
+        load_config(source)  # refuse a broken config.json, naming it, before the mixin parses it
+        return super().from_pretrained(source, map_location=map_location)
+
+    @classmethod
+    def _from_pretrained(
+        cls, *, model_id: str, map_location: str | torch.device = "cpu", **_: object
+    ) -> XLSTMLanguageModel:
+        """ModelHubMixin's loader, given a local directory: strict safetensors load, no pickle."""
         from bioxlstm.checkpoint import load_pretrained
 
-        return load_pretrained(cls, directory, map_location)
+        return load_pretrained(cls, model_id, map_location)
+
+
+def loss_targets(input_ids: Tensor, labels: Tensor | None, objective: str) -> Tensor:
+    """What each position is scored against: the next token (clm) or its own label (mlm)."""
+    if objective == "clm":
+        return (input_ids if labels is None else labels)[:, 1:]
+    if objective == "mlm":
+        if labels is None:
+            raise ValueError("the masked-LM loss needs labels (-100 where nothing is masked)")
+        return labels
+    raise ValueError(f"unknown objective {objective!r}; use 'clm' or 'mlm'")
+
+
+def token_cross_entropy(logits: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
+    """Cross-entropy of logits (B, S, V) against targets (B, S), skipping -100; mean or sum."""
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    return F.cross_entropy(_upcast(logits).reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                           ignore_index=IGNORE_INDEX, reduction=reduction)
+
+
+def _is_path(source: str) -> bool:
+    """A string that can only be a file system path, never a Hub id ("name" or "owner/name")."""
+    return os.path.isabs(source) or source.startswith((".", "~")) or source.count("/") > 1
 
 
 def _lengths(lengths: Tensor | None, B: int, S: int, device: torch.device) -> Tensor:

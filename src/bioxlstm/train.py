@@ -37,6 +37,7 @@ from bioxlstm.checkpoint import atomic_write, load_weights, save_pretrained
 from bioxlstm.config import check_fields, read_config_file
 from bioxlstm.data.batches import Batch, BatchSource, TokenWindows, eval_batches
 from bioxlstm.errors import BioXLSTMError, CheckpointError, ConfigError
+from bioxlstm.model import IGNORE_INDEX, loss_targets
 
 SCHEDULES = ("cosine", "constant")
 
@@ -188,6 +189,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def dropout_seed(seed: int, step: int, micro: int, rank: int) -> int:
+    """The torch seed of one rank's micro-batch: dropout differs across ranks and steps, and a
+    resumed run draws the same masks as an uninterrupted one without saving any RNG state."""
+    return int(np.random.SeedSequence([seed, step, micro, rank]).generate_state(1)[0])
+
+
+def global_target_count(batch: Batch) -> int:
+    """Tokens the loss is scored on in a whole (unsharded) batch; labels of -100 do not count."""
+    targets = loss_targets(batch["input_ids"], batch.get("labels"), batch.get("objective", "clm"))
+    return int((targets != IGNORE_INDEX).sum())
+
+
 def lr_multiplier(config: TrainConfig, step: int) -> float:
     """Factor on config.lr for 0-based optimiser step `step`: linear warmup, then cosine or flat.
 
@@ -257,7 +270,9 @@ class _Window:
 class Trainer:
     """Trains a model on a batch source; logs, evaluates and checkpoints into `run_dir`.
 
-    `valid_data` is a re-iterable of batches or a function returning a fresh iterable.
+    The model provides `loss(**batch, reduction="mean" | "sum")`; training sums each rank's loss
+    and divides by the whole batch's target count, so every target weighs the same at any world
+    size. `valid_data` is a re-iterable of batches or a function returning a fresh iterable.
     `checkpoint_files` (name -> text) are written into every checkpoint beside the weights, e.g. a
     tokenizer the model cannot be used without.
     Resumed runs are bit-identical to uninterrupted ones on CPU; on GPU, as far as the kernels
@@ -350,16 +365,20 @@ class Trainer:
         in a row stop the run with NonFiniteLossError. Each rank takes its rows of every global
         batch; the returned loss is the mean over ranks and the skip decision is shared.
         """
-        accum = self.config.grad_accum_steps
+        accum, world = self.config.grad_accum_steps, self.dist.world_size
         self.optimizer.zero_grad(set_to_none=True)
         total, tokens = torch.zeros((), device=self.device), 0
         for micro in range(accum):
             batch = self.train_data.next_batch()
             tokens += batch["input_ids"].numel()
+            targets = global_target_count(batch)
             batch = self._to_device(distributed.shard_rows(batch, self.dist))
+            torch.manual_seed(dropout_seed(self.config.seed, self.step, micro, self.dist.rank))
             with distributed.gradient_sync(self.net, micro == accum - 1):
                 with self._autocast():
-                    loss = self.net(**batch).float() / accum
+                    # this rank's summed loss over the global batch's target count, times the
+                    # world size that DDP's gradient averaging divides out: the exact global mean
+                    loss = self.net(**batch, reduction="sum").float() * (world / targets / accum)
                 loss.backward()
             total += loss.detach()
         norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm or math.inf)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bioxlstm.errors import ConfigError
+from bioxlstm.model import loss_targets, token_cross_entropy
 from bioxlstm.sampling import sample_next
 
 FFN_KINDS = ("swiglu", "gelu")
@@ -238,16 +239,14 @@ class TransformerLanguageModel(nn.Module):
         """Logits (B, vocab) for one new token per sequence (B,), updating the cache in place."""
         return self.forward(token_ids[:, None], cache=cache).logits[:, -1]
 
-    def loss(self, input_ids: Tensor, labels: Tensor | None = None, objective: str = "clm"
-             ) -> Tensor:
-        """Mean next-token cross-entropy; labels align with input_ids, -100 is ignored."""
+    def loss(self, input_ids: Tensor, labels: Tensor | None = None, objective: str = "clm",
+             reduction: str = "mean") -> Tensor:
+        """Next-token cross-entropy (mean or sum); labels align with input_ids, -100 is ignored."""
         if objective != "clm":
             raise ConfigError(f"the Transformer baseline is causal: objective must be 'clm', "
                               f"got {objective!r}")
-        labels = input_ids if labels is None else labels
         logits = self.forward(input_ids).logits[:, :-1]
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
-                               labels[:, 1:].reshape(-1), ignore_index=-100)
+        return token_cross_entropy(logits, loss_targets(input_ids, labels, objective), reduction)
 
     @torch.no_grad()
     def generate(self, prompt_ids: Tensor, max_new_tokens: int, temperature: float = 1.0,

@@ -75,7 +75,7 @@ def load_classifier(directory: str | Path, map_location: str | torch.device = "c
         classes, max_length = list(info["classes"]), int(info["max_length"])
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise CheckpointError(f"{info_path}: not a readable classifier description ({err})") from None
-    backbone = XLSTMLanguageModel.from_pretrained(directory, map_location)
+    backbone = XLSTMLanguageModel.from_pretrained(directory, map_location=map_location)
     model = SequenceClassifier(backbone, classes, max_length, bool(info.get("rc_conjoin", False)))
     model = model.to(map_location)
     try:

@@ -23,6 +23,7 @@ from bioxlstm.data.smiles_batches import (
     domain_eval_batches,
     molecule_eval_batches,
 )
+from bioxlstm.distributed import env_from_torchrun
 from bioxlstm.errors import CheckpointError, ConfigError
 from bioxlstm.model import XLSTMLanguageModel
 from bioxlstm.smiles import TOKENIZER_FILE, SmilesTokenizer
@@ -73,10 +74,13 @@ def _split(items: list, fraction: float, seed: int, what: str) -> tuple[list, li
 
 
 def _tokenizer(run_dir: Path, molecules: Sequence[str], resume: bool) -> SmilesTokenizer:
+    """The saved tokenizer of a resumed run, else one built from the data (the same on every
+    rank), which rank 0 alone writes."""
     if resume:
         return SmilesTokenizer.load(run_dir)
     tokenizer = SmilesTokenizer.build(molecules)
-    tokenizer.save(run_dir)
+    if env_from_torchrun().is_main:
+        tokenizer.save(run_dir)
     return tokenizer
 
 
@@ -94,7 +98,7 @@ def pretrain_smiles(
     """
     run_dir = Path(run_dir)
     resume = resume and find_checkpoint(run_dir) is not None
-    if not resume and (run_dir / TOKENIZER_FILE).exists():
+    if not resume and env_from_torchrun().is_main and (run_dir / TOKENIZER_FILE).exists():
         raise ConfigError(f"'run_dir' {run_dir} already holds a run; pass resume=True to continue "
                           f"it or choose a new directory")
     context = model_config.context_length
