@@ -1,0 +1,68 @@
+"""Optional GPU backend: the mLSTM cell on the Triton kernels of NX-AI's `mlstm_kernels` package.
+
+`mlstm_kernels` (extra `[gpu]`, NXAI Community License) is never required. Its kernels keep the
+state unscaled (C = sum k v^T) where bioxlstm scales keys by 1/sqrt(DH), so C and n are converted
+on the way in and out; they take whole chunks only, so a tail shorter than the kernel's chunk runs
+through the reference chunkwise form from the carried state. Outputs, end state and gradients
+therefore follow bioxlstm.layers.mlstm exactly, which tests/test_mlstm_triton.py checks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import cache
+
+import torch
+from torch import Tensor
+
+from bioxlstm.layers.mlstm import EPS, MLSTMState, mlstm_chunkwise, zero_state
+
+TRITON_KERNEL = "chunkwise--triton_xl_chunk"
+KERNEL_CHUNK = 64  # the Triton kernel's own chunk; sequences run through it in multiples of this
+
+MLSTMKernel = Callable[..., tuple[Tensor, MLSTMState]]
+
+
+@cache
+def package_kernel(name: str) -> Callable | None:
+    """The `mlstm_kernels` sequence kernel called `name`, or None where it cannot be imported."""
+    try:
+        from mlstm_kernels.torch import get_mlstm_kernel
+
+        return get_mlstm_kernel(name)
+    except (ImportError, ValueError):
+        return None
+
+
+def triton_available() -> bool:
+    """True where CUDA is present and mlstm_kernels' Triton kernel imports."""
+    return torch.cuda.is_available() and package_kernel(TRITON_KERNEL) is not None
+
+
+def adapt(kernel: Callable, kernel_chunk: int = KERNEL_CHUNK) -> MLSTMKernel:
+    """A bioxlstm kernel (q, k, v, i, f, state, chunk_size) -> (h, end state) around an
+    mlstm_kernels chunkwise kernel."""
+
+    def run(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, state: MLSTMState | None,
+            chunk_size: int) -> tuple[Tensor, MLSTMState]:
+        C0, n0, m0 = zero_state(q, v) if state is None else state
+        S = q.shape[2]
+        full = S - S % kernel_chunk
+        if full == 0:
+            return mlstm_chunkwise(q, k, v, i, f, (C0, n0, m0), return_state=True,
+                                   chunk_size=chunk_size)
+        scale = math.sqrt(q.shape[-1])
+        h, (C, n, m) = kernel(
+            q[:, :, :full], k[:, :, :full], v[:, :, :full], i[:, :, :full], f[:, :, :full],
+            c_initial=C0 * scale, n_initial=n0 * scale, m_initial=m0.unsqueeze(-1),
+            return_last_states=True, eps=EPS, chunk_size=kernel_chunk)
+        end = (C / scale, n / scale, m.squeeze(-1))
+        if full == S:
+            return h, end
+        tail, end = mlstm_chunkwise(q[:, :, full:], k[:, :, full:], v[:, :, full:],
+                                    i[:, :, full:], f[:, :, full:], end, return_state=True,
+                                    chunk_size=chunk_size)
+        return torch.cat([h, tail.to(h.dtype)], dim=2), end
+
+    return run
