@@ -106,14 +106,20 @@ def test_fused_scan_works_under_bf16_autocast():
     assert torch.isfinite(wx.grad).all() and (h.float() - ref).abs().max() < 0.05
 
 
+# (B, S, NH, DH): one step, one pair, odd and unblocked widths, a partial last group of steps
+SHAPES = [(2, 19, 2, 4), (1, 1, 1, 1), (1, 9, 1, 5), (3, 17, 3, 3), (2, 8, 2, 16), (2, 11, 1, 33)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_compiled_cpu_loops_equal_the_pytorch_loops(dtype, monkeypatch):
+def test_compiled_cpu_loops_equal_the_pytorch_loops(dtype, shape, monkeypatch):
     from bioxlstm.layers import slstm_cpu
 
     if slstm_cpu.load() is None:
         pytest.skip("the sLSTM CPU kernel could not be built here")
-    wx, R, b = (t.to(dtype) for t in inputs(S=19))
-    state = tuple(t.to(dtype) for t in random_state())
+    B, S, NH, DH = shape
+    wx, R, b = (t.to(dtype) for t in inputs(B=B, S=S, NH=NH, DH=DH))
+    state = tuple(t.to(dtype) for t in random_state(B=B, NH=NH, DH=DH))
     leaves = [wx, R, b, *state[:3]]
     results = []
     for use_kernel in (True, False):
@@ -129,3 +135,37 @@ def test_compiled_cpu_loops_equal_the_pytorch_loops(dtype, monkeypatch):
     torch.testing.assert_close(h1, h2, **tol)
     for a, c in zip((*e1, *g1), (*e2, *g2)):
         torch.testing.assert_close(a, c, **tol)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_scan_gradients_equal_autograd_through_steps_across_shapes(shape):
+    B, S, NH, DH = shape
+    wx, R, b = inputs(B=B, S=S, NH=NH, DH=DH)
+    state = random_state(B=B, NH=NH, DH=DH)
+    leaves = [wx, R, b, *state[:3]]
+    for t in leaves:
+        t.requires_grad_(True)
+    fused, fused_end = slstm_scan(wx, R, b, state)
+    ref, ref_end = slstm_scan_reference(wx, R, b, state)
+    torch.testing.assert_close(fused, ref, atol=1e-12, rtol=1e-12)
+    upstream = torch.randn_like(fused)
+    grads = torch.autograd.grad((fused * upstream).sum() + fused_end[0].sum(), leaves)
+    ref_grads = torch.autograd.grad((ref * upstream).sum() + ref_end[0].sum(), leaves)
+    for a, e in zip(grads, ref_grads):
+        torch.testing.assert_close(a, e, atol=1e-11, rtol=1e-10)
+
+
+def test_scan_output_does_not_alias_the_end_state():
+    wx, R, b = inputs(S=5)
+    h, (h_end, c, n, m) = slstm_scan(wx, R, b)
+    h_end.zero_()
+    assert h[:, -1].abs().sum() > 0
+
+
+def test_empty_sequence_passes_the_state_through():
+    wx, R, b = inputs(S=0)
+    state = random_state()
+    h, end = slstm_scan(wx, R, b, state)
+    assert h.shape == (2, 0, 2, 4)
+    for a, e in zip(end, state):
+        torch.testing.assert_close(a, e)

@@ -67,102 +67,103 @@ def slstm_scan_reference(
 class SLSTMScan(torch.autograd.Function):
     """The scan with a hand-written backward through time; gradients reach wx, R, bias, h0, c0, n0.
 
-    The returned end state (c, n, m) is not differentiable; the end h is h[:, -1].
+    Buffers are batch-major, (B, S, ...), like wx and the output, so no layout copies are needed
+    around the loops. The returned end state (c, n, m) is not differentiable; the end h is h[:, -1].
     """
 
     @staticmethod
     def forward(ctx, wx: Tensor, R: Tensor, bias: Tensor, h0: Tensor, c0: Tensor, n0: Tensor,
                 m0: Tensor):
         dt = h0.dtype
-        xs = (wx.to(dt) + bias.to(dt)).transpose(0, 1).contiguous()  # (S, B, 4, NH, DH)
-        Rd = R.to(dt).contiguous()
-        ext = slstm_cpu.load() if xs.device.type == "cpu" else None
+        args = [t.to(dt).contiguous() for t in (wx, bias, R, h0, c0, n0, m0)]
+        ext = slstm_cpu.load() if wx.device.type == "cpu" else None
         if ext is not None:
             with torch.autocast("cpu", enabled=False):  # the kernel reads float/double buffers
-                hs, cs, ns, acts, m = ext.forward(xs, Rd, h0.contiguous(), c0.contiguous(),
-                                                  n0.contiguous(), m0.contiguous())
+                hs, cs, ns, acts, m = ext.forward(*args)
         else:
-            hs, cs, ns, acts, m = _forward_loop(xs, Rd, h0, c0, n0, m0)
-        c, n = cs[-1], ns[-1]
-        ctx.save_for_backward(Rd, hs, cs, ns, acts)
+            hs, cs, ns, acts, m = _forward_loop(*args)
+        _, _, Rd, h0d, c0d, n0d, _ = args
+        c, n = cs[:, -1], ns[:, -1]
+        ctx.save_for_backward(Rd, h0d, c0d, n0d, hs, cs, ns, acts)
         ctx.in_dtypes = (wx.dtype, R.dtype, bias.dtype)
         ctx.ext = ext
         ctx.mark_non_differentiable(c, n, m)
-        return hs[1:].transpose(0, 1).to(wx.dtype), hs[-1], c, n, m
+        return hs.to(wx.dtype), hs[:, -1].clone(), c, n, m
 
     @staticmethod
     def backward(ctx, d_out: Tensor, d_h_end: Tensor, *_):
-        Rd, hs, cs, ns, acts = ctx.saved_tensors
-        S, B = acts.shape[0], acts.shape[1]
-        NH, DH = hs.shape[2], hs.shape[3]
-        d_out = d_out.to(hs.dtype).transpose(0, 1).contiguous()
-        dh_end = d_h_end.to(hs.dtype) if d_h_end is not None else torch.zeros_like(hs[0])
+        Rd, h0, c0, n0, hs, cs, ns, acts = ctx.saved_tensors
+        NH, DH = hs.shape[2:]
+        d_out = d_out.to(hs.dtype).contiguous()
+        dh_end = d_h_end.to(hs.dtype).contiguous() if d_h_end is not None else torch.zeros_like(h0)
         Rt = Rd.transpose(1, 2).contiguous()
+        loop_args = (d_out, dh_end, Rt, h0, c0, n0, hs, cs, ns, acts)
         if ctx.ext is not None:
             with torch.autocast("cpu", enabled=False):
-                d_raw_nh, dh0, dc0, dn0 = ctx.ext.backward(d_out, dh_end.contiguous(), Rt, hs, cs,
-                                                           ns, acts)
-            d_raw = d_raw_nh.permute(0, 2, 3, 1, 4)  # (S, B, 4, NH, DH)
+                d_raw, dh0, dc0, dn0, dR_parts, db_parts = ctx.ext.backward(*loop_args)
+            dR = dR_parts.sum(0)
+            d_bias = db_parts.sum(0).view(NH, 4, DH).transpose(0, 1)
         else:
-            d_raw, dh0, dc0, dn0 = _backward_loop(d_out, dh_end, Rt, hs, cs, ns, acts)
-        d_rawf = d_raw.permute(3, 0, 1, 2, 4).reshape(NH, S * B, 4 * DH)
-        h_prev = hs[:-1].permute(2, 0, 1, 3).reshape(NH, S * B, DH)
-        dR = torch.bmm(h_prev.transpose(1, 2), d_rawf)
-        d_bias = d_raw.sum((0, 1))
-        d_wx = d_raw.transpose(0, 1)
+            d_raw, dh0, dc0, dn0, dR, d_bias = _backward_loop(*loop_args)
         wx_dt, R_dt, b_dt = ctx.in_dtypes
-        return (d_wx.to(wx_dt), dR.to(R_dt), d_bias.to(b_dt), dh0, dc0, dn0, None)
+        return (d_raw.to(wx_dt), dR.to(R_dt), d_bias.to(b_dt), dh0, dc0, dn0, None)
 
 
-def _forward_loop(xs: Tensor, Rd: Tensor, h0: Tensor, c0: Tensor, n0: Tensor, m0: Tensor):
+def _forward_loop(wx: Tensor, bias: Tensor, Rd: Tensor, h0: Tensor, c0: Tensor, n0: Tensor,
+                  m0: Tensor):
     """The scan in PyTorch ops, recording what the backward needs (see slstm_cpu for the same in C++)."""
-    S = xs.shape[0]
-    hs = h0.new_empty(S + 1, *h0.shape)
+    B, S = wx.shape[:2]
+    xs = wx + bias
+    hs = h0.new_empty(B, S, *h0.shape[1:])
     cs, ns = torch.empty_like(hs), torch.empty_like(hs)
-    acts = h0.new_empty(S, h0.shape[0], 5, *h0.shape[1:])  # ig, fg, tanh z, sig o, sig -f
-    hs[0], cs[0], ns[0] = h0, c0, n0
+    acts = h0.new_empty(B, S, 5, *h0.shape[1:])  # ig, fg, tanh z, sig o, sig -f
     h, c, n, m = h0, c0, n0, m0
     for t in range(S):
-        i_raw, f_raw, z_raw, o_raw = (xs[t] + _recurrent(h, Rd)).unbind(1)
+        i_raw, f_raw, z_raw, o_raw = (xs[:, t] + _recurrent(h, Rd)).unbind(1)
         lf = F.logsigmoid(f_raw)
         m_new = torch.where(n == 0, i_raw, torch.maximum(i_raw, lf + m))
-        a = acts[t]
+        a = acts[:, t]
         torch.exp(i_raw - m_new, out=a[:, 0])
         torch.exp(lf + m - m_new, out=a[:, 1])
         torch.tanh(z_raw, out=a[:, 2])
         torch.sigmoid(o_raw, out=a[:, 3])
         torch.sigmoid(-f_raw, out=a[:, 4])
-        c = torch.addcmul(a[:, 1] * c, a[:, 0], a[:, 2], out=cs[t + 1])
-        n = torch.add(a[:, 1] * n, a[:, 0], out=ns[t + 1])
-        h = torch.mul(a[:, 3], c / n, out=hs[t + 1])
+        c = torch.addcmul(a[:, 1] * c, a[:, 0], a[:, 2], out=cs[:, t])
+        n = torch.add(a[:, 1] * n, a[:, 0], out=ns[:, t])
+        h = torch.mul(a[:, 3], c / n, out=hs[:, t])
         m = m_new
     return hs, cs, ns, acts, m
 
 
-def _backward_loop(d_out: Tensor, dh_end: Tensor, Rt: Tensor, hs: Tensor, cs: Tensor, ns: Tensor,
-                   acts: Tensor):
-    """Back-propagation through time in PyTorch ops; returns d_raw (S, B, 4, NH, DH), dh0, dc0, dn0."""
-    S, B = acts.shape[0], acts.shape[1]
-    NH, DH = hs.shape[2], hs.shape[3]
-    d_raw = acts.new_empty(S, B, 4, NH, DH)
+def _backward_loop(d_out: Tensor, dh_end: Tensor, Rt: Tensor, h0: Tensor, c0: Tensor, n0: Tensor,
+                   hs: Tensor, cs: Tensor, ns: Tensor, acts: Tensor):
+    """Back-propagation through time in PyTorch ops.
+
+    Returns d_raw (B, S, 4, NH, DH), the gradients of h0, c0, n0, and those of R and the bias.
+    """
+    B, S, _, NH, DH = acts.shape
+    d_raw = acts.new_empty(B, S, 4, NH, DH)
     dh_rec = dh_end
-    dc_next = torch.zeros_like(hs[0])
-    dn_next = torch.zeros_like(hs[0])
+    dc_next = torch.zeros_like(dh_end)
+    dn_next = torch.zeros_like(dh_end)
     for t in range(S - 1, -1, -1):
-        ig, fg, tz, so, sf = acts[t].unbind(1)
-        c, n = cs[t + 1], ns[t + 1]
-        dh = d_out[t] + dh_rec
+        ig, fg, tz, so, sf = acts[:, t].unbind(1)
+        c, n = cs[:, t], ns[:, t]
+        c_prev, n_prev = (cs[:, t - 1], ns[:, t - 1]) if t > 0 else (c0, n0)
+        dh = d_out[:, t] + dh_rec
         r = c / n
         dc = dc_next + dh * so / n
         dn = dn_next - dh * so * r / n
-        g = d_raw[t]
+        g = d_raw[:, t]
         torch.mul(dc * tz + dn, ig, out=g[:, 0])
-        torch.mul((dc * cs[t] + dn * ns[t]) * fg, sf, out=g[:, 1])
+        torch.mul((dc * c_prev + dn * n_prev) * fg, sf, out=g[:, 1])
         torch.mul(dc * ig, 1 - tz * tz, out=g[:, 2])
         torch.mul(dh * r, so * (1 - so), out=g[:, 3])
         dc_next, dn_next = dc * fg, dn * fg
         dh_rec = torch.bmm(g.permute(2, 0, 1, 3).reshape(NH, B, 4 * DH), Rt).transpose(0, 1)
-    return d_raw, dh_rec, dc_next, dn_next
+    h_prev = torch.cat([h0.unsqueeze(1), hs[:, :-1]], dim=1)
+    dR = torch.einsum("bshd,bsghe->hdge", h_prev, d_raw).reshape(NH, DH, 4 * DH)
+    return d_raw, dh_rec, dc_next, dn_next, dR, d_raw.sum((0, 1))
 
 
 def slstm_scan(
@@ -171,6 +172,8 @@ def slstm_scan(
     """Run the recurrence over S steps. wx (B, S, 4, NH, DH) -> h (B, S, NH, DH) and end state."""
     _check(wx)
     h0, c0, n0, m0 = slstm_zero_state(wx) if state is None else state
+    if wx.shape[1] == 0:  # nothing to scan: the state passes through unchanged
+        return wx.new_zeros(wx.shape[0], 0, *wx.shape[3:]), (h0, c0, n0, m0)
     out, h, c, n, m = SLSTMScan.apply(wx, R, bias, h0, c0, n0, m0)
     return out, (h, c, n, m)
 
