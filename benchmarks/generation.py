@@ -162,11 +162,8 @@ def prefill(model: torch.nn.Module, ids: torch.Tensor) -> tuple[torch.Tensor, An
 
 
 def step(model: torch.nn.Module, next_ids: torch.Tensor, memory: Any) -> tuple[torch.Tensor, Any]:
-    """Logits for one new token per sequence, and the advanced state or cache."""
-    if isinstance(model, TransformerLanguageModel):
-        return model.step(next_ids, memory), memory
-    out = model(next_ids[:, None], state=memory, return_state=True)
-    return out.logits[:, -1], out.state
+    """Logits for one new token per sequence; both models advance their state or cache in place."""
+    return model.step(next_ids, memory), memory
 
 
 def held(memory: Any) -> Any:

@@ -13,6 +13,7 @@ from huggingface_hub import ModelHubMixin
 from torch import Tensor, nn
 
 from bioxlstm.config import ModelConfig
+from bioxlstm.layers import fused_step
 from bioxlstm.layers.primitives import LayerNorm, small_init_
 from bioxlstm.layers.rcps import fold_hidden, fold_logits, rc_pair
 from bioxlstm.layers.stack import BlockStack, StackState
@@ -104,11 +105,17 @@ class XLSTMLanguageModel(
 
         `lengths` (B,) marks right padding, so bidirectional and RC-equivariant models reverse
         each sequence within its own length; causal models never look ahead, so padding cannot
-        reach them.
+        reach them. One token per sequence from a state, on CPU without grad, runs as a single
+        fused kernel call (layers/fused_step.py) with the same result.
         """
         self._check_ids(input_ids)
         B, S = input_ids.shape
         offset = 0 if state is None else state.position
+        if fused_step.applies(self, input_ids, state):
+            fused = fused_step.fused_step(self, input_ids, state.blocks, offset, position_ids)
+            if fused is not None:
+                logits, h, blocks = fused
+                return LMOutput(logits, h, LMState(blocks, offset + 1) if return_state else None)
         if position_ids is None and self.config.rope:
             position_ids = torch.arange(offset, offset + S, device=input_ids.device).expand(B, S)
         if self.config.rc_equivariant:
@@ -251,10 +258,10 @@ class XLSTMLanguageModel(
         state, logits = out.state, out.logits[:, -1]
         tokens = [prompt_ids]
         done = torch.zeros(prompt_ids.shape[0], dtype=torch.bool, device=prompt_ids.device)
+        suppress = torch.tensor(suppress_tokens or [], dtype=torch.long, device=prompt_ids.device)
         for _ in range(max_new_tokens):
-            if suppress_tokens:
-                logits = logits.index_fill(-1, torch.tensor(suppress_tokens, device=logits.device),
-                                           float("-inf"))
+            if suppress.numel():
+                logits = logits.index_fill(-1, suppress, float("-inf"))
             nxt = sample_next(logits, temperature, top_k, top_p, generator)
             if stop_token is not None:
                 nxt = torch.where(done, torch.full_like(nxt, stop_token), nxt)
@@ -262,9 +269,30 @@ class XLSTMLanguageModel(
             tokens.append(nxt.unsqueeze(1))
             if stop_token is not None and bool(done.all()):
                 break
-            out = self(nxt.unsqueeze(1), state=state, return_state=True)
-            state, logits = out.state, out.logits[:, -1]
+            logits = self.step(nxt, state)
         return torch.cat(tokens, dim=1)
+
+    @torch.no_grad()
+    def step(self, next_ids: Tensor, state: LMState) -> Tensor:
+        """Logits (B, vocab) for one new token per sequence (B,), advancing `state` in place.
+
+        The generation loop's step, like a Transformer's KV-cache step: the state it is given
+        becomes the state after next_ids, so on CPU the fused kernel overwrites the recurrent
+        state instead of allocating a new one per token. Keep a copy to branch from a state.
+        """
+        if not isinstance(state, LMState):
+            raise ValueError("step needs the state of an earlier call: "
+                             "model(prompt_ids, return_state=True).state")
+        ids = next_ids.reshape(-1, 1)
+        if fused_step.applies(self, ids, state):
+            self._check_ids(ids)
+            fused = fused_step.fused_step(self, ids, state.blocks, state.position, inplace=True)
+            if fused is not None:
+                state.blocks, state.position = fused[2], state.position + 1
+                return fused[0][:, 0]
+        out = self(ids, state=state, return_state=True)
+        state.blocks, state.position = out.state.blocks, out.state.position
+        return out.logits[:, -1]
 
     def _save_pretrained(self, save_directory: Path) -> None:
         """ModelHubMixin.save_pretrained's writer: config.json and model.safetensors, atomically.
