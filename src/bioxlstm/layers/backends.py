@@ -2,6 +2,8 @@
 
 A kernel takes (q, k, v, i, f, state, chunk_size) and returns (h, end_state). The reference forms
 are always present; optional backends register themselves here and are tested against them.
+"chunkwise" runs the fused CPU kernel of `mlstm_cpu` when it supports the inputs (CPU tensors,
+float32/64, extension built), and the PyTorch form otherwise, e.g. on CUDA.
 """
 
 from __future__ import annotations
@@ -11,12 +13,21 @@ from collections.abc import Callable
 from torch import Tensor
 
 from bioxlstm.layers.mlstm import MLSTMState, mlstm_chunkwise, mlstm_parallel, mlstm_recurrent
+from bioxlstm.layers.mlstm_cpu import fused_supported, mlstm_chunkwise_fused
 
 MLSTMKernel = Callable[..., tuple[Tensor, MLSTMState]]
 
+
+def _chunkwise(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, state: MLSTMState | None,
+               chunk_size: int) -> tuple[Tensor, MLSTMState]:
+    """The chunkwise form: the fused CPU kernel where it applies, else the PyTorch reference."""
+    if chunk_size >= 1 and fused_supported(q, k, v, state):
+        return mlstm_chunkwise_fused(q, k, v, i, f, state, chunk_size=chunk_size)
+    return mlstm_chunkwise(q, k, v, i, f, state, return_state=True, chunk_size=chunk_size)
+
+
 _KERNELS: dict[str, MLSTMKernel] = {
-    "chunkwise": lambda q, k, v, i, f, state, chunk_size: mlstm_chunkwise(
-        q, k, v, i, f, state, return_state=True, chunk_size=chunk_size),
+    "chunkwise": _chunkwise,
     "parallel": lambda q, k, v, i, f, state, chunk_size: mlstm_parallel(
         q, k, v, i, f, state, return_state=True),
     "recurrent": lambda q, k, v, i, f, state, chunk_size: mlstm_recurrent(

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from bioxlstm.config import ModelConfig
 from bioxlstm.layers.backends import mlstm_kernel
 from bioxlstm.layers.mlstm import mlstm_step
+from bioxlstm.layers.mlstm_cpu import kernels_supported, output_gate_fused
 from bioxlstm.layers.primitives import (
     BlockDiagonalLinear,
     CausalConv1d,
@@ -85,8 +86,7 @@ class MLSTMLayer(nn.Module):
         B, S, _ = x.shape
         NH = self.num_heads
         x_m, z = self.proj_up(x).chunk(2, dim=-1)
-        c, conv_state = self.conv(x_m, conv_state)
-        c = F.silu(c)
+        c, conv_state = self.conv.forward_silu(x_m, conv_state)
         q, k, v = self.q_proj(c), self.k_proj(c), self.v_proj(x_m)
         i, f = self._gates(q, k, v).transpose(1, 2).split(NH, dim=1)  # (B, NH, S) each
         q, k, v = (t.view(B, S, NH, -1).transpose(1, 2) for t in (q, k, v))
@@ -102,9 +102,13 @@ class MLSTMLayer(nn.Module):
         else:
             kernel = mlstm_kernel(self.config.mlstm_form)
             h, cell_state = kernel(q, k, v, i, f, cell_state, self.config.chunk_size)
-        h = self.out_norm(h.transpose(1, 2))  # (B, S, D)
-        y = self.proj_down(torch.addcmul(h, self.skip, c) * F.silu(z))
-        return self.dropout(y), (conv_state, cell_state)
+        h = h.transpose(1, 2)  # (B, S, NH, DH)
+        norm_weight = self.out_norm.weight
+        if kernels_supported(h, c, z, norm_weight, self.skip):
+            y = output_gate_fused(h, c, z, norm_weight, self.skip, self.out_norm.eps)
+        else:
+            y = torch.addcmul(self.out_norm(h), self.skip, c) * F.silu(z)
+        return self.dropout(self.proj_down(y)), (conv_state, cell_state)
 
 
 class SLSTMLayer(nn.Module):

@@ -33,7 +33,8 @@ def _state_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _check(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor) -> None:
+def check_inputs(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor) -> None:
+    """Raise ValueError unless q, k, v are (B, NH, S, DH) alike and i, f are (B, NH, S)."""
     if q.dim() != 4 or k.shape != q.shape or v.shape[:3] != q.shape[:3]:
         raise ValueError(
             f"mLSTM expects q, k, v of shape (B, NH, S, DH); got {tuple(q.shape)}, "
@@ -122,7 +123,7 @@ def mlstm_parallel(
     eps: float = EPS,
 ) -> Tensor | tuple[Tensor, MLSTMState]:
     """Quadratic-memory form: every output from one S x S decay matrix per head."""
-    _check(q, k, v, i, f)
+    check_inputs(q, k, v, i, f)
     state = zero_state(q, v) if state is None else state
     h, end = _chunks(q, k, v, i, f, state, q.shape[2], eps) if q.shape[2] else (v[:, :, :0], state)
     return (h, end) if return_state else h
@@ -143,7 +144,7 @@ def mlstm_chunkwise(
 
     A tail shorter than a chunk is one more, shorter chunk started from the carried state.
     """
-    _check(q, k, v, i, f)
+    check_inputs(q, k, v, i, f)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     state = zero_state(q, v) if state is None else state
@@ -192,7 +193,7 @@ def mlstm_recurrent(
     eps: float = EPS,
 ) -> Tensor | tuple[Tensor, MLSTMState]:
     """Constant-memory form: one token at a time from the state, as used for generation."""
-    _check(q, k, v, i, f)
+    check_inputs(q, k, v, i, f)
     state = zero_state(q, v) if state is None else state
     hs = []
     for t in range(q.shape[2]):

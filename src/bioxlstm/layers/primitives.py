@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bioxlstm.layers.mlstm_cpu import block_diagonal_fused, conv_silu_fused, kernels_supported
+
 
 def small_init_(weight: Tensor, dim: int) -> Tensor:
     """'small' init: N(0, sqrt(2 / (5 d))) (SPEC section 1)."""
@@ -98,6 +100,20 @@ class CausalConv1d(nn.Module):
         y = _ShiftedMultiplyAdd.apply(xp, self.weight.to(x.dtype), self.bias.to(x.dtype))
         return y, xp[:, xp.shape[1] - (K - 1):].clone()
 
+    def forward_silu(self, x: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """silu(forward(x, state)) and the new state; one fused kernel on CPU where available."""
+        K = self.kernel_size
+        if state is None:
+            state = x.new_zeros(x.shape[0], K - 1, x.shape[2])
+        state = state.to(x.dtype)
+        w, b = self.weight.to(x.dtype), self.bias.to(x.dtype)
+        if not kernels_supported(x, state, w, b):
+            y, new_state = self.forward(x, state)
+            return F.silu(y), new_state
+        S = x.shape[1]
+        tail = x[:, S - (K - 1):] if S >= K - 1 else torch.cat([state[:, S:], x], dim=1)
+        return conv_silu_fused(x, state, w, b), tail.clone()
+
 
 class _SmallBlockMatmul(torch.autograd.Function):
     """y[..., h, o] = sum_i x[..., h, i] W[h, o, i] for small blocks, as block-size multiply-adds.
@@ -151,6 +167,8 @@ class BlockDiagonalLinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         W = self.weight.to(x.dtype)
         if self.block_size <= self.SMALL_BLOCK and x.numel() >= self.MIN_ELEMENTS:
+            if kernels_supported(x, W):
+                return block_diagonal_fused(x, W)
             return _SmallBlockMatmul.apply(x, W)
         y = torch.einsum("...hi,hoi->...ho", x.unflatten(-1, (W.shape[0], self.block_size)), W)
         return y.flatten(-2)

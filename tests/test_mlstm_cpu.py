@@ -1,0 +1,242 @@
+"""The fused CPU mLSTM kernel equals the PyTorch chunkwise form: outputs, end state, all gradients."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import mlstm_inputs, random_mlstm_state
+
+from bioxlstm.config import preset
+from bioxlstm.layers import backends, blocks, mlstm_cpu, primitives
+from bioxlstm.layers.mlstm import mlstm_chunkwise, mlstm_parallel
+from bioxlstm.layers.primitives import CausalConv1d, MultiHeadNorm, _SmallBlockMatmul
+
+pytestmark = pytest.mark.skipif(mlstm_cpu.load() is None, reason="mLSTM CPU kernel not built")
+
+# (B, NH, S, DH, DV, chunk): tails, S = 1, S below one chunk, chunk 1, DV != DH
+SHAPES = [
+    (2, 3, 37, 8, 8, 8),
+    (1, 1, 1, 4, 4, 64),
+    (2, 2, 5, 6, 6, 64),
+    (1, 2, 64, 16, 12, 16),
+    (2, 1, 130, 8, 8, 64),
+    (1, 2, 9, 4, 4, 1),
+    (3, 1, 70, 8, 5, 32),
+]
+
+
+def _inputs(B, NH, S, DH, DV, dtype, with_state, gate_scale=1.0, seed=0):
+    torch.manual_seed(seed)
+    q, k, v, i, f = mlstm_inputs(B, NH, S, DH, dtype=dtype, gate_scale=gate_scale)
+    v = torch.randn(B, NH, S, DV, dtype=dtype)
+    tensors = [q, k, v, i, f]
+    if with_state:
+        _, n, m = random_mlstm_state(B, NH, DH, dtype=dtype)
+        tensors += [torch.randn(B, NH, DH, DV, dtype=dtype), n, m]
+    return [t.requires_grad_(True) for t in tensors]
+
+
+def _run(fn, tensors):
+    """Outputs, end state and the gradients of a random linear loss of all four."""
+    q, k, v, i, f, *state = tensors
+    h, (C, n, m) = fn(q, k, v, i, f, tuple(state) or None)
+    gen = torch.Generator().manual_seed(1)
+    outs = (h, C, n, m)
+    loss = sum((o * torch.randn(o.shape, dtype=o.dtype, generator=gen)).sum() for o in outs)
+    return [*outs, *torch.autograd.grad(loss, tensors)]
+
+
+def _fused(L):
+    return lambda q, k, v, i, f, s: mlstm_cpu.mlstm_chunkwise_fused(q, k, v, i, f, s, chunk_size=L)
+
+
+def _reference(L):
+    return lambda q, k, v, i, f, s: mlstm_chunkwise(q, k, v, i, f, s, return_state=True,
+                                                    chunk_size=L)
+
+
+def _assert_all_close(got, want, rtol, atol):
+    names = ["h", "C", "n", "m", "dq", "dk", "dv", "di", "df", "dC0", "dn0", "dm0"]
+    for name, a, b in zip(names, got, want):
+        scale = b.abs().max().clamp_min(1.0)
+        err = (a - b).abs().max()
+        assert err <= atol + rtol * scale, f"{name}: max error {err:.3e} (scale {scale:.3e})"
+
+
+@pytest.mark.parametrize("with_state", [False, True])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_float64_matches_reference(shape, with_state):
+    *dims, L = shape
+    for gate_scale in (1.0, 6.0):
+        tensors = _inputs(*dims, torch.float64, with_state, gate_scale)
+        _assert_all_close(_run(_fused(L), tensors), _run(_reference(L), tensors), 1e-10, 1e-10)
+
+
+@pytest.mark.parametrize("with_state", [False, True])
+def test_single_chunk_matches_parallel(with_state):
+    tensors = _inputs(2, 2, 23, 8, 8, torch.float64, with_state)
+    parallel = lambda q, k, v, i, f, s: mlstm_parallel(q, k, v, i, f, s, return_state=True)  # noqa: E731
+    _assert_all_close(_run(_fused(64), tensors), _run(parallel, tensors), 1e-10, 1e-10)
+
+
+@pytest.mark.parametrize("with_state", [False, True])
+@pytest.mark.parametrize("shape", [(2, 3, 37, 8, 8, 8), (2, 2, 200, 32, 32, 64)])
+def test_float32_as_accurate_as_reference(shape, with_state):
+    """Against float64, the fused float32 results are about as close as the torch form's."""
+    *dims, L = shape
+    tensors = _inputs(*dims, torch.float32, with_state)
+    wide = [t.detach().double().requires_grad_(True) for t in tensors]
+    exact = _run(_reference(L), wide)
+    fused = _run(_fused(L), tensors)
+    torch32 = _run(_reference(L), tensors)
+    for a, b, want in zip(fused, torch32, exact):
+        scale = want.abs().max().clamp_min(1.0)
+        err_fused = (a.double() - want).abs().max() / scale
+        err_torch = (b.double() - want).abs().max() / scale
+        assert err_fused <= 4 * err_torch + 1e-5
+
+
+def test_layer_layout_and_upstream_gradient():
+    """q, k, v as head views of (B, S, NH * DH) activations, h consumed as (B, S, NH, DH)."""
+    torch.manual_seed(0)
+    B, S, NH, DH = 2, 45, 2, 8
+    x = torch.randn(B, S, 3 * NH * DH, dtype=torch.float64, requires_grad=True)
+    gates = torch.randn(B, S, 2 * NH, dtype=torch.float64, requires_grad=True)
+    results = []
+    for fn in (_fused(16), _reference(16)):
+        q, k, v = (t.view(B, S, NH, DH).transpose(1, 2) for t in x.split(NH * DH, -1))
+        i, f = gates.transpose(1, 2).split(NH, dim=1)
+        h, _ = fn(q, k, v, i, f + 2, None)
+        y = h.transpose(1, 2).reshape(B, S, -1)
+        loss = (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)).sum()
+        results.append([y, *torch.autograd.grad(loss, [x, gates])])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_gradcheck():
+    tensors = _inputs(1, 2, 7, 3, 2, torch.float64, True)
+
+    def fn(*ts):
+        q, k, v, i, f, C, n, m = ts
+        h, state = mlstm_cpu.mlstm_chunkwise_fused(q, k, v, i, f, (C, n, m), chunk_size=3)
+        return h, *state
+
+    assert torch.autograd.gradcheck(fn, tensors)
+
+
+def test_chunkwise_kernel_uses_fused_path_on_cpu(monkeypatch):
+    calls = []
+    real = backends.mlstm_chunkwise_fused
+    monkeypatch.setattr(backends, "mlstm_chunkwise_fused",
+                        lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    q, k, v, i, f = mlstm_inputs(dtype=torch.float32)
+    backends.mlstm_kernel("chunkwise")(q, k, v, i, f, None, 8)
+    assert calls
+    calls.clear()
+    backends.mlstm_kernel("chunkwise")(q.half(), k.half(), v.half(), i, f, None, 8)
+    assert not calls
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+def test_output_gate_matches_torch(dtype, tol):
+    torch.manual_seed(0)
+    B, S, NH, DH = 2, 7, 4, 16
+    h = torch.randn(B, NH, S, DH, dtype=dtype).transpose(1, 2).requires_grad_(True)
+    up = torch.randn(B, S, 2 * NH * DH, dtype=dtype, requires_grad=True)
+    c = torch.randn(B, S, NH * DH, dtype=dtype, requires_grad=True)
+    skip = torch.randn(NH * DH, dtype=dtype, requires_grad=True)
+    norm = MultiHeadNorm(NH, DH).to(dtype)
+    with torch.no_grad():
+        norm.weight.normal_()
+    results = []
+    for fused in (True, False):
+        z = up.chunk(2, dim=-1)[1]
+        if fused:
+            y = mlstm_cpu.output_gate_fused(h, c, z, norm.weight, skip, norm.eps)
+        else:
+            y = torch.addcmul(norm(h), skip, c) * F.silu(z)
+        w = torch.randn(y.shape, dtype=dtype, generator=torch.Generator().manual_seed(1))
+        results.append([y, *torch.autograd.grad((y * w).sum(), [h, up, c, norm.weight, skip])])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("block_size", [4, 3])
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+def test_block_diagonal_matches_torch(block_size, dtype, tol):
+    """Including an input that is a row-strided view, as the v projection's is."""
+    torch.manual_seed(0)
+    nb = 8
+    up = torch.randn(3, 50, 2 * nb * block_size, dtype=dtype, requires_grad=True)
+    W = torch.randn(nb, block_size, block_size, dtype=dtype, requires_grad=True)
+    results = []
+    for fn in (mlstm_cpu.block_diagonal_fused, _SmallBlockMatmul.apply):
+        y = fn(up.chunk(2, dim=-1)[1], W)
+        w = torch.randn(y.shape, dtype=dtype, generator=torch.Generator().manual_seed(1))
+        results.append([y, *torch.autograd.grad((y * w).sum(), [up, W])])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("S, with_state", [(50, False), (50, True), (2, True), (1, False)])
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+def test_conv_silu_matches_torch(S, with_state, dtype, tol):
+    """Fused conv + SiLU on a row-strided input, with and without a state shorter than S or not."""
+    torch.manual_seed(0)
+    conv = CausalConv1d(16, 4).to(dtype)
+    up = torch.randn(3, S, 32, dtype=dtype, requires_grad=True)
+    state = torch.randn(3, 3, 16, dtype=dtype, requires_grad=True) if with_state else None
+    inputs = [up, conv.weight, conv.bias] + ([state] if with_state else [])
+    results = []
+    for fused in (True, False):
+        x = up.chunk(2, dim=-1)[1]
+        if fused:
+            y, new_state = conv.forward_silu(x, state)
+        else:
+            y, new_state = conv(x, state)
+            y = F.silu(y)
+        w = torch.randn(y.shape, dtype=dtype, generator=torch.Generator().manual_seed(1))
+        loss = (y * w).sum() + (new_state * new_state).sum()
+        results.append([y, new_state, *torch.autograd.grad(loss, inputs)])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+
+
+def test_mlstm_layer_same_with_and_without_kernels(monkeypatch):
+    torch.manual_seed(0)
+    config = preset("tiny-mlstm")
+    layer = blocks.MLSTMLayer(config, 0).double()
+    # long enough (4 * 260 * 2 d_model elements) for the block-diagonal kernel too
+    x = torch.randn(4, 260, config.d_model, dtype=torch.float64, requires_grad=True)
+    results = []
+    for on in (True, False):
+        if not on:
+            monkeypatch.setattr(backends, "fused_supported", lambda *a: False)
+            monkeypatch.setattr(blocks, "kernels_supported", lambda *a: False)
+            monkeypatch.setattr(primitives, "kernels_supported", lambda *a: False)
+        y, (_, (C, n, m)) = layer(x)
+        loss = (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)).sum() + C.sum()
+        results.append([y, C, n, m, *torch.autograd.grad(loss, [x, *layer.parameters()])])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_bad_state_shape_raises():
+    q, k, v, i, f = mlstm_inputs()
+    C, n, m = random_mlstm_state(NH=3)
+    with pytest.raises(ValueError, match="state"):
+        mlstm_cpu.mlstm_chunkwise_fused(q, k, v, i, f, (C, n, m))
+
+
+def test_disabled_by_environment():
+    code = ("from bioxlstm.layers import mlstm_cpu; import torch; "
+            "q = torch.zeros(1, 1, 2, 4); "
+            "print(mlstm_cpu.load() is None, mlstm_cpu.fused_supported(q, q, q, None))")
+    env = {**os.environ, "BIOXLSTM_NO_EXTENSIONS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.split() == ["True", "False"]
