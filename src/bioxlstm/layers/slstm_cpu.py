@@ -3,8 +3,9 @@
 Built on first use with torch's inline extension loader (needs a C++ compiler and ninja) and
 cached by torch; if the build fails, or BIOXLSTM_NO_EXTENSIONS=1 is set, `load()` returns None and
 the pure-PyTorch loops run instead. Every (batch, head) pair is its own recurrence, so the loops
-run over time inside one parallel region, with the small recurrent matvec written out by hand:
-no per-step allocation, dispatch or thread synchronisation. On x86-64 Linux the gate arithmetic
+run over time inside one parallel region (built with -fopenmp, without which at::parallel_for
+runs on one thread), with the small recurrent matvec written out by hand: no per-step
+allocation, dispatch or thread synchronisation. On x86-64 Linux the gate arithmetic
 is vectorised through glibc's libmvec, and an AVX2 build is picked at load time where the CPU has
 it; if linking libmvec fails, a build without it is tried.
 """
@@ -289,10 +290,10 @@ def load() -> ModuleType | None:
         return None
     from torch.utils.cpp_extension import load_inline
 
-    cflags = ["-O3", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math"]
-    builds = [("bioxlstm_slstm_cpu_v7_nomvec", cflags + ["-DSLSTM_NO_LIBMVEC"], [])]
+    cflags = ["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"]
+    builds = [("bioxlstm_slstm_cpu_v8_nomvec", cflags + ["-DSLSTM_NO_LIBMVEC"], [])]
     if sys.platform == "linux" and platform.machine() == "x86_64":
-        builds.insert(0, ("bioxlstm_slstm_cpu_v7", cflags, ["-lmvec"]))
+        builds.insert(0, ("bioxlstm_slstm_cpu_v8", cflags, ["-lmvec"]))
     err: Exception | None = None
     for name, extra_cflags, extra_ldflags in builds:
         try:
