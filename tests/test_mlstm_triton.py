@@ -8,8 +8,15 @@ Triton kernel itself is checked. Both skip cleanly where the package or the GPU 
 import pytest
 import torch
 
+from bioxlstm.layers import backends
 from bioxlstm.layers.mlstm import mlstm_chunkwise
-from bioxlstm.layers.mlstm_triton import TRITON_KERNEL, adapt, package_kernel, triton_available
+from bioxlstm.layers.mlstm_triton import (
+    TRITON_KERNEL,
+    adapt,
+    package_kernel,
+    triton_available,
+    triton_supported,
+)
 
 NATIVE = "chunkwise--native_autograd"
 
@@ -64,3 +71,27 @@ def test_adapter_matches_reference_on_cpu(S, with_state):
 @pytest.mark.parametrize("with_state", [False, True])
 def test_triton_kernel_matches_reference_on_gpu(S, with_state):
     _check(adapt(package_kernel(TRITON_KERNEL)), S, torch.float32, "cuda", with_state, 2e-3)
+
+
+def test_triton_is_never_chosen_for_cpu_tensors():
+    assert not triton_supported(torch.zeros(1, 1, 4, 8))
+
+
+@pytest.mark.skipif(package_kernel(NATIVE) is None, reason="mlstm_kernels is not installed")
+def test_chunkwise_dispatches_to_the_package_kernel_where_supported(monkeypatch):
+    calls = []
+    native = adapt(package_kernel(NATIVE))
+
+    def spy(*args):
+        calls.append(args[0].shape)
+        return native(*args)
+
+    monkeypatch.setattr(backends, "fused_supported", lambda *args: False)
+    monkeypatch.setattr(backends, "triton_supported", lambda q: True)
+    monkeypatch.setattr(backends, "triton_kernel", lambda: spy)
+    tensors, state = _inputs(96, torch.float64, "cpu", True)
+    h, end = backends.mlstm_kernel("chunkwise")(*tensors, state, 32)
+    want_h, want_end = _reference(*tensors, state, 32)
+    assert calls == [tensors[0].shape]
+    for got, want in zip([h, *end], [want_h, *want_end], strict=True):
+        torch.testing.assert_close(got, want, atol=1e-9, rtol=1e-9)

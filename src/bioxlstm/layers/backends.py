@@ -3,7 +3,8 @@
 A kernel takes (q, k, v, i, f, state, chunk_size) and returns (h, end_state). The reference forms
 are always present; optional backends register themselves here and are tested against them.
 "chunkwise" runs the fused CPU kernel of `mlstm_cpu` when it supports the inputs (CPU tensors,
-float32/64, extension built), and the PyTorch form otherwise, e.g. on CUDA.
+float32/64, extension built), mlstm_kernels' Triton kernel on CUDA where that package is installed
+(`mlstm_triton`), and the PyTorch form otherwise.
 """
 
 from __future__ import annotations
@@ -14,15 +15,18 @@ from torch import Tensor
 
 from bioxlstm.layers.mlstm import MLSTMState, mlstm_chunkwise, mlstm_parallel, mlstm_recurrent
 from bioxlstm.layers.mlstm_cpu import fused_supported, mlstm_chunkwise_fused
+from bioxlstm.layers.mlstm_triton import triton_kernel, triton_supported
 
 MLSTMKernel = Callable[..., tuple[Tensor, MLSTMState]]
 
 
 def _chunkwise(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, state: MLSTMState | None,
                chunk_size: int) -> tuple[Tensor, MLSTMState]:
-    """The chunkwise form: the fused CPU kernel where it applies, else the PyTorch reference."""
+    """The chunkwise form: a fused CPU or Triton kernel where one applies, else the PyTorch one."""
     if chunk_size >= 1 and fused_supported(q, k, v, state):
         return mlstm_chunkwise_fused(q, k, v, i, f, state, chunk_size=chunk_size)
+    if chunk_size >= 1 and triton_supported(q):
+        return triton_kernel()(q, k, v, i, f, state, chunk_size)
     return mlstm_chunkwise(q, k, v, i, f, state, return_state=True, chunk_size=chunk_size)
 
 

@@ -10,6 +10,7 @@ therefore follow bioxlstm.layers.mlstm exactly, which tests/test_mlstm_triton.py
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from functools import cache
 
@@ -36,8 +37,22 @@ def package_kernel(name: str) -> Callable | None:
 
 
 def triton_available() -> bool:
-    """True where CUDA is present and mlstm_kernels' Triton kernel imports."""
-    return torch.cuda.is_available() and package_kernel(TRITON_KERNEL) is not None
+    """True where CUDA is present and mlstm_kernels' Triton kernel imports (and
+    BIOXLSTM_NO_EXTENSIONS=1 is not set)."""
+    return (os.environ.get("BIOXLSTM_NO_EXTENSIONS") != "1" and torch.cuda.is_available()
+            and package_kernel(TRITON_KERNEL) is not None)
+
+
+def triton_supported(q: Tensor) -> bool:
+    """Whether the Triton kernel takes these inputs: CUDA tensors of a half or single dtype."""
+    return q.is_cuda and q.dtype in (torch.float32, torch.bfloat16, torch.float16) and \
+        triton_available()
+
+
+@cache
+def triton_kernel() -> MLSTMKernel:
+    """The Triton kernel behind bioxlstm's kernel signature (call only where triton_available)."""
+    return adapt(package_kernel(TRITON_KERNEL))
 
 
 def adapt(kernel: Callable, kernel_chunk: int = KERNEL_CHUNK) -> MLSTMKernel:
