@@ -104,6 +104,16 @@ def count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def setup_worker(threads: int | None) -> None:
+    """What every measuring process does first: its thread count, and the training allocator
+    setting of `bioxlstm.allocator` (as the CLI and Trainer use; BIOXLSTM_MALLOC=system: not)."""
+    from bioxlstm.allocator import retain_freed_memory
+
+    if threads:
+        torch.set_num_threads(threads)
+    retain_freed_memory()
+
+
 def machine_info(device: str) -> dict[str, Any]:
     """CPU model, cores, memory, accelerator, and software versions of this machine."""
     info: dict[str, Any] = {
@@ -116,6 +126,8 @@ def machine_info(device: str) -> dict[str, Any]:
         "memory_gib": round(proc_kib("/proc/meminfo", "MemTotal") / 2**20, 1)
         if os.path.exists("/proc/meminfo") else None,
         "device": device,
+        "malloc": "system" if os.environ.get("BIOXLSTM_MALLOC", "").lower() == "system"
+        else "retain_freed_memory",
     }
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name()

@@ -26,6 +26,7 @@ from bench_utils import (
     machine_info,
     resolve,
     run_worker,
+    setup_worker,
     storage_bytes,
     sync,
     tensor_bytes,
@@ -139,8 +140,7 @@ def run_case(case: dict[str, Any], fields: dict[str, Any], methods: set[str]) ->
 
 def worker(case: dict[str, Any]) -> None:
     """Measure one case and print its results as one JSON line."""
-    if case["threads"]:
-        torch.set_num_threads(case["threads"])
+    setup_worker(case["threads"])
     torch.manual_seed(0)
     generating = case["task"] == "generate"
     size = case["context"] + case["new_tokens"] if generating else case["chunk_tokens"]

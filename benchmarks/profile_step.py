@@ -13,6 +13,7 @@ import torch
 from torch.profiler import profile
 
 from bioxlstm import XLSTMLanguageModel, preset
+from bioxlstm.allocator import retain_freed_memory
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -28,6 +29,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    retain_freed_memory()
     overrides = {"context_length": max(args.seq_len, 1024)}
     if args.blocks:
         overrides.update(num_blocks=args.blocks, slstm_at=[j for j in preset(args.preset).slstm_at

@@ -26,6 +26,7 @@ from bench_utils import (
     machine_info,
     resolve,
     run_worker,
+    setup_worker,
 )
 
 PHASES = ("fwd", "train")
@@ -138,8 +139,7 @@ def run_case(case: dict[str, Any], over_budget: dict[str, str]) -> dict[str, Any
 
 def worker(case: dict[str, Any]) -> None:
     """Measure the requested phases of one case, printing one JSON line per phase."""
-    if case["threads"]:
-        torch.set_num_threads(case["threads"])
+    setup_worker(case["threads"])
     deadline = time.perf_counter() + case["max_seconds"]
     device, dtype = case["device"], getattr(torch, case["dtype"])
     torch.manual_seed(0)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from bioxlstm import __version__
+from bioxlstm.allocator import retain_freed_memory
 from bioxlstm.errors import BioXLSTMError, ConfigError
 
 
@@ -504,6 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    retain_freed_memory()
     try:
         args.func(args)
     except BioXLSTMError as err:

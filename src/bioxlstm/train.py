@@ -33,6 +33,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 
 from bioxlstm import distributed
+from bioxlstm.allocator import retain_freed_memory
 from bioxlstm.checkpoint import atomic_write, load_weights, save_pretrained
 from bioxlstm.config import check_fields, read_config_file
 from bioxlstm.data.batches import Batch, BatchSource, TokenWindows, eval_batches
@@ -325,6 +326,7 @@ class Trainer:
 
     def train(self) -> dict[str, float]:
         """Run optimiser steps up to max_steps; returns the last logged record."""
+        retain_freed_memory()
         cfg = self.config
         self.model.train()
         bar = tqdm(total=cfg.max_steps, initial=self.step, unit="step", dynamic_ncols=True,

@@ -17,6 +17,7 @@ from bioxlstm.config import ModelConfig
 from bioxlstm.layers.backends import mlstm_kernel
 from bioxlstm.layers.mlstm import mlstm_step
 from bioxlstm.layers.mlstm_cpu import kernels_supported, output_gate_fused
+from bioxlstm.layers.mlstm_input_cpu import inputs_supported, mlstm_inputs_fused
 from bioxlstm.layers.primitives import (
     BlockDiagonalLinear,
     CausalConv1d,
@@ -72,12 +73,27 @@ class MLSTMLayer(nn.Module):
             nn.init.zeros_(self.fgate.weight)
             self.fgate.bias.copy_(torch.linspace(3.0, 6.0, NH))
 
-    def _gates(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        """Input and forget gate pre-activations from [q; k; v], without materialising the concat."""
-        D = q.shape[-1]
-        W = torch.cat([self.igate.weight, self.fgate.weight])
-        b = torch.cat([self.igate.bias, self.fgate.bias])
-        return F.linear(q, W[:, :D], b) + F.linear(k, W[:, D:2 * D]) + F.linear(v, W[:, 2 * D:])
+    def _inputs(self, x_m: Tensor, conv_state: Tensor | None) -> tuple[Tensor, ...]:
+        """c = silu(conv(x_m)), q, k, v (B, S, D), gates i, f (B, NH, S) and the new conv state.
+
+        One fused CPU kernel where it applies, else the layer's PyTorch operators.
+        """
+        if conv_state is None:
+            conv_state = x_m.new_zeros(x_m.shape[0], self.conv.kernel_size - 1, x_m.shape[2])
+        W = torch.cat([self.igate.weight, self.fgate.weight]).to(x_m.dtype)
+        b = torch.cat([self.igate.bias, self.fgate.bias]).to(x_m.dtype)
+        weights = [t.to(x_m.dtype) for t in (conv_state, self.conv.weight, self.conv.bias,
+                                             self.q_proj.weight, self.k_proj.weight,
+                                             self.v_proj.weight)]
+        if inputs_supported(x_m, *weights, W, b):
+            c, q, k, v, gates = mlstm_inputs_fused(x_m, *weights, W, b, self.num_heads)
+            return c, q, k, v, gates[0], gates[1], self.conv.next_state(x_m, conv_state)
+        c, conv_state = self.conv.forward_silu(x_m, conv_state)
+        q, k, v = self.q_proj(c), self.k_proj(c), self.v_proj(x_m)
+        D = q.shape[-1]  # gates from [q; k; v] without materialising the concatenation
+        gates = F.linear(q, W[:, :D], b) + F.linear(k, W[:, D:2 * D]) + F.linear(v, W[:, 2 * D:])
+        i, f = gates.transpose(1, 2).split(self.num_heads, dim=1)
+        return c, q, k, v, i, f, conv_state
 
     def forward(
         self, x: Tensor, state: BlockState = None, position_ids: Tensor | None = None
@@ -86,9 +102,7 @@ class MLSTMLayer(nn.Module):
         B, S, _ = x.shape
         NH = self.num_heads
         x_m, z = self.proj_up(x).chunk(2, dim=-1)
-        c, conv_state = self.conv.forward_silu(x_m, conv_state)
-        q, k, v = self.q_proj(c), self.k_proj(c), self.v_proj(x_m)
-        i, f = self._gates(q, k, v).transpose(1, 2).split(NH, dim=1)  # (B, NH, S) each
+        c, q, k, v, i, f, conv_state = self._inputs(x_m, conv_state)
         q, k, v = (t.view(B, S, NH, -1).transpose(1, 2) for t in (q, k, v))
         if self.config.rope:
             if position_ids is None:

@@ -110,9 +110,13 @@ class CausalConv1d(nn.Module):
         if not kernels_supported(x, state, w, b):
             y, new_state = self.forward(x, state)
             return F.silu(y), new_state
-        S = x.shape[1]
-        tail = x[:, S - (K - 1):] if S >= K - 1 else torch.cat([state[:, S:], x], dim=1)
-        return conv_silu_fused(x, state, w, b), tail.clone()
+        return conv_silu_fused(x, state, w, b), self.next_state(x, state)
+
+    def next_state(self, x: Tensor, state: Tensor) -> Tensor:
+        """The state after x (B, S, D): the last kernel-1 rows of [state; x]."""
+        K, S = self.kernel_size, x.shape[1]
+        tail = x[:, S - (K - 1):] if S >= K - 1 else torch.cat([state[:, S:].to(x.dtype), x], 1)
+        return tail.clone()
 
 
 class _SmallBlockMatmul(torch.autograd.Function):

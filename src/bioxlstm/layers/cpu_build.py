@@ -1,0 +1,66 @@
+"""Building the optional C++ CPU kernels: one loader with a vectorised-maths build and a fallback.
+
+Kernel sources start with `SIMD_PRELUDE`. On x86-64 Linux with GCC it declares glibc's libmvec
+SIMD versions of exp, log1p and tanh (so `#pragma omp simd` loops calling them vectorise) and
+defines `BX_CLONES`, which builds a function for AVX2/FMA and for the baseline and lets the loader
+pick the one this CPU runs. Without libmvec the same loops build and call the scalar functions.
+Every build uses -fopenmp: without it at::parallel_for runs on one thread.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from types import ModuleType
+
+SIMD_PRELUDE = r"""
+#if defined(__x86_64__) && defined(__GLIBC__) && defined(__GNUC__) && !defined(__clang__)
+#if __GLIBC_PREREQ(2, 35) && !defined(BX_NO_LIBMVEC)
+extern "C" {
+#pragma omp declare simd notinbranch
+float expf(float) noexcept;
+#pragma omp declare simd notinbranch
+double exp(double) noexcept;
+#pragma omp declare simd notinbranch
+float log1pf(float) noexcept;
+#pragma omp declare simd notinbranch
+double log1p(double) noexcept;
+#pragma omp declare simd notinbranch
+float tanhf(float) noexcept;
+#pragma omp declare simd notinbranch
+double tanh(double) noexcept;
+}
+#endif
+#define BX_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define BX_CLONES
+#endif
+#define BX_INLINE inline __attribute__((always_inline))
+"""
+
+_CFLAGS = ["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"]
+
+
+def build_extension(name: str, source: str, functions: list[str], what: str) -> ModuleType | None:
+    """Compile `source` (which starts with SIMD_PRELUDE) as module `name`; None if impossible.
+
+    Tries a build linked to libmvec where that exists, then one without it. A failure, or
+    BIOXLSTM_NO_EXTENSIONS=1, returns None and prints one line naming `what` falls back.
+    """
+    if os.environ.get("BIOXLSTM_NO_EXTENSIONS") == "1":
+        return None
+    from torch.utils.cpp_extension import load_inline
+
+    builds = [(f"{name}_nomvec", _CFLAGS + ["-DBX_NO_LIBMVEC"], ["-fopenmp"])]
+    if sys.platform == "linux" and platform.machine() == "x86_64":
+        builds.insert(0, (name, _CFLAGS, ["-fopenmp", "-lmvec"]))
+    err: Exception | None = None
+    for module_name, cflags, ldflags in builds:
+        try:
+            return load_inline(name=module_name, cpp_sources=[source], functions=functions,
+                               extra_cflags=cflags, extra_ldflags=ldflags)
+        except Exception as e:  # any build failure means: try the next build, then PyTorch code
+            err = e
+    print(f"bioxlstm: {what} unavailable, using PyTorch code ({err})"[:300], file=sys.stderr)
+    return None

@@ -1,0 +1,327 @@
+"""Optional fused CPU kernel of the mLSTM layer's input side: conv + SiLU, q/k/v, i/f gates.
+
+From the up-projected x_m (B, S, D) it computes, one token row at a time while the row is in
+cache: c = silu(causal depthwise conv(x_m)), q = BD_q(c), k = BD_k(c), v = BD_v(x_m) with the
+small block-diagonal weights, and the gate pre-activations [i; f] = W_g [q; k; v] + b_g. Done as
+separate operators this is about a dozen full-size passes each way plus autograd's additions of
+the q/k/v gradients arriving from the cell and from the gates; here it is one pass forward and
+two backward (the conv's backward needs the next rows' gradients). The gates' weight gradient
+is one BLAS product. Built by `cpu_build`; without it the layer runs its PyTorch operators.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from types import ModuleType
+
+import torch
+from torch import Tensor
+
+from bioxlstm.layers.cpu_build import SIMD_PRELUDE, build_extension
+
+_SOURCE = SIMD_PRELUDE + r"""
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <cmath>
+#include <vector>
+
+// Shapes and pointers shared by both directions. x (B, S, D) may be a row-strided view (half of
+// the up-projection); the conv state is the K - 1 rows before x; wt is the conv weight as (K, D);
+// BD weights are (D / bs, bs, bs); Wg (G, 3 D) with G = 2 NH gate rows: i of each head, then f.
+template <typename T> struct In {
+  int64_t B, S, D, K, bs, NH;
+  const T *x; int64_t sxb, sxs;
+  const T *state, *wt, *cb, *Wq, *Wk, *Wv, *Wg, *bg;
+  // the row of the conv's padded input at padded position j of sequence b
+  BX_INLINE const T* xrow(int64_t b, int64_t j) const {
+    return j < K - 1 ? state + (b * (K - 1) + j) * D : x + b * sxb + (j - K + 1) * sxs;
+  }
+  // index of gate g of token (b, t) in the (2, B, NH, S) gate layout
+  BX_INLINE int64_t gate_at(int64_t g, int64_t b, int64_t t) const {
+    return (((g / NH) * B + b) * NH + g % NH) * S + t;
+  }
+  // pre-activation of the conv at token (b, t) into acc (D)
+  BX_INLINE void conv(int64_t b, int64_t t, T* acc) const {
+    const T* x0 = xrow(b, t);
+#pragma omp simd
+    for (int64_t d = 0; d < D; ++d) acc[d] = cb[d] + x0[d] * wt[d];
+    for (int64_t k = 1; k < K; ++k) {
+      const T *xk = xrow(b, t + k), *wk = wt + k * D;
+#pragma omp simd
+      for (int64_t d = 0; d < D; ++d) acc[d] += xk[d] * wk[d];
+    }
+  }
+};
+
+// y = BD(x): y[g bs + o] = sum_i x[g bs + i] W[g, o, i]; BS > 0 fixes the block size.
+template <typename T, int64_t BS>
+BX_INLINE void bd(const T* x, const T* W, T* y, int64_t D, int64_t rbs) {
+  const int64_t bs = BS ? BS : rbs;
+  for (int64_t g = 0; g < D / bs; ++g)
+    for (int64_t o = 0; o < bs; ++o) {
+      T acc = 0;
+      for (int64_t i = 0; i < bs; ++i) acc += x[g * bs + i] * W[(g * bs + o) * bs + i];
+      y[g * bs + o] = acc;
+    }
+}
+
+// dx (+)= BD^T(dy), and dW[g, o, i] += dy[g bs + o] x[g bs + i].
+template <typename T, int64_t BS>
+BX_INLINE void bd_grad(const T* dy, const T* x, const T* W, T* dx, T* dW, bool add, int64_t D,
+                       int64_t rbs) {
+  const int64_t bs = BS ? BS : rbs;
+  for (int64_t g = 0; g < D / bs; ++g) {
+    for (int64_t i = 0; i < bs; ++i) {
+      T acc = add ? dx[g * bs + i] : T(0);
+      for (int64_t o = 0; o < bs; ++o) acc += dy[g * bs + o] * W[(g * bs + o) * bs + i];
+      dx[g * bs + i] = acc;
+    }
+    for (int64_t o = 0; o < bs; ++o)
+      for (int64_t i = 0; i < bs; ++i) dW[(g * bs + o) * bs + i] += dy[g * bs + o] * x[g * bs + i];
+  }
+}
+
+template <typename T, int64_t BS>
+BX_INLINE void forward_rows(const In<T>& p, T* c, T* q, T* k, T* v, T* gates, int64_t begin,
+                            int64_t end) {
+  const int64_t D = p.D, G = 2 * p.NH;
+  for (int64_t r = begin; r < end; ++r) {
+    const int64_t b = r / p.S, t = r % p.S;
+    T *cr = c + r * D, *qr = q + r * D, *kr = k + r * D, *vr = v + r * D;
+    p.conv(b, t, cr);
+#pragma omp simd
+    for (int64_t d = 0; d < D; ++d) cr[d] = cr[d] / (T(1) + std::exp(-cr[d]));
+    bd<T, BS>(cr, p.Wq, qr, D, p.bs);
+    bd<T, BS>(cr, p.Wk, kr, D, p.bs);
+    bd<T, BS>(p.xrow(b, t + p.K - 1), p.Wv, vr, D, p.bs);
+    for (int64_t g = 0; g < G; ++g) {
+      const T* w = p.Wg + g * 3 * D;
+      T s = 0;
+#pragma omp simd reduction(+ : s)
+      for (int64_t d = 0; d < D; ++d) s += w[d] * qr[d] + w[D + d] * kr[d] + w[2 * D + d] * vr[d];
+      gates[p.gate_at(g, b, t)] = p.bg[g] + s;
+    }
+  }
+}
+
+// Gradients arriving: dc (c's own uses; may be null), dq, dk, dv (row strides), dgates. Pass 1
+// per row: the total q/k/v gradients (cell's plus the gates'), BD^T into dc and (for v) into dx,
+// the BD weight sums, and the conv pre-activation gradient dpre with the conv weight sums.
+// Partial sums go to part: dWq, dWk, dWv (D bs each), then dw (K, D) and dbias (D).
+template <typename T> struct Grad {
+  const T *dc; int64_t sdc;
+  const T *dq, *dk, *dv; int64_t sdq, sdk, sdv;
+  const T *dgates;
+  T *dx, *dpre, *dstate;
+};
+
+template <typename T, int64_t BS>
+BX_INLINE void backward_rows(const In<T>& p, const Grad<T>& a, T* part, T* buf, int64_t begin,
+                             int64_t end) {
+  const int64_t D = p.D, K = p.K, G = 2 * p.NH, bs = BS ? BS : p.bs;
+  T *tq = buf, *tk = buf + D, *tv = buf + 2 * D, *acc = buf + 3 * D, *cv = buf + 4 * D;
+  T *dcr = buf + 5 * D;
+  T *dWq = part, *dWk = part + D * bs, *dWv = part + 2 * D * bs, *dw = part + 3 * D * bs;
+  T* db = dw + K * D;
+  for (int64_t r = begin; r < end; ++r) {
+    const int64_t b = r / p.S, t = r % p.S;
+    const T *dqr = a.dq + r * a.sdq, *dkr = a.dk + r * a.sdk, *dvr = a.dv + r * a.sdv;
+#pragma omp simd
+    for (int64_t d = 0; d < D; ++d) { tq[d] = dqr[d]; tk[d] = dkr[d]; tv[d] = dvr[d]; }
+    for (int64_t g = 0; g < G; ++g) {
+      const T gr = a.dgates[p.gate_at(g, b, t)];
+      const T* w = p.Wg + g * 3 * D;
+#pragma omp simd
+      for (int64_t d = 0; d < D; ++d) {
+        tq[d] += gr * w[d];
+        tk[d] += gr * w[D + d];
+        tv[d] += gr * w[2 * D + d];
+      }
+    }
+    p.conv(b, t, acc);
+    T* pr = a.dpre + r * D;
+#pragma omp simd
+    for (int64_t d = 0; d < D; ++d) {
+      const T sig = T(1) / (T(1) + std::exp(-acc[d]));
+      cv[d] = acc[d] * sig;
+      pr[d] = sig * (T(1) + acc[d] * (T(1) - sig));  // silu'(acc), times dc below
+    }
+    if (a.dc) {
+      const T* dcin = a.dc + r * a.sdc;
+#pragma omp simd
+      for (int64_t d = 0; d < D; ++d) dcr[d] = dcin[d];
+    }
+    bd_grad<T, BS>(tq, cv, p.Wq, dcr, dWq, a.dc != nullptr, D, bs);
+    bd_grad<T, BS>(tk, cv, p.Wk, dcr, dWk, true, D, bs);
+    const T* xr = p.xrow(b, t + K - 1);
+    bd_grad<T, BS>(tv, xr, p.Wv, a.dx + r * D, dWv, false, D, bs);
+#pragma omp simd
+    for (int64_t d = 0; d < D; ++d) { pr[d] *= dcr[d]; db[d] += pr[d]; }
+    for (int64_t k = 0; k < K; ++k) {
+      const T* xk = p.xrow(b, t + k);
+      T* dwk = dw + k * D;
+#pragma omp simd
+      for (int64_t d = 0; d < D; ++d) dwk[d] += pr[d] * xk[d];
+    }
+  }
+}
+
+// Pass 2 over padded rows j: the conv input gradient sum_k w[k] dpre[j - k], added to dx rows
+// (which hold the v path) or written to the state rows.
+template <typename T>
+BX_INLINE void conv_input_rows(const In<T>& p, const Grad<T>& a, int64_t begin, int64_t end) {
+  const int64_t D = p.D, K = p.K, S = p.S, P = S + K - 1;
+  for (int64_t r = begin; r < end; ++r) {
+    const int64_t b = r / P, j = r % P;
+    T* out = j < K - 1 ? a.dstate + (b * (K - 1) + j) * D : a.dx + (b * S + j - K + 1) * D;
+    if (j < K - 1) std::fill(out, out + D, T(0));
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t t = j - k;
+      if (t < 0 || t >= S) continue;
+      const T *pr = a.dpre + (b * S + t) * D, *wk = p.wt + k * D;
+#pragma omp simd
+      for (int64_t d = 0; d < D; ++d) out[d] += wk[d] * pr[d];
+    }
+  }
+}
+
+// Entry points per dtype and block size, each built for every target in BX_CLONES.
+#define BX_ENTRY(T)                                                                           \
+  BX_CLONES static void fwd(const In<T>& p, T* c, T* q, T* k, T* v, T* g, int64_t s,         \
+                            int64_t e) {                                                      \
+    if (p.bs == 4) forward_rows<T, 4>(p, c, q, k, v, g, s, e);                                \
+    else forward_rows<T, 0>(p, c, q, k, v, g, s, e);                                          \
+  }                                                                                           \
+  BX_CLONES static void bwd1(const In<T>& p, const Grad<T>& a, T* part, T* buf, int64_t s,    \
+                             int64_t e) {                                                     \
+    if (p.bs == 4) backward_rows<T, 4>(p, a, part, buf, s, e);                                \
+    else backward_rows<T, 0>(p, a, part, buf, s, e);                                          \
+  }                                                                                           \
+  BX_CLONES static void bwd2(const In<T>& p, const Grad<T>& a, int64_t s, int64_t e) {        \
+    conv_input_rows<T>(p, a, s, e);                                                           \
+  }
+BX_ENTRY(float)
+BX_ENTRY(double)
+
+template <typename T>
+static In<T> inputs(const at::Tensor& x, const at::Tensor& state, const at::Tensor& wt,
+                    const at::Tensor& cb, const at::Tensor& Wq, const at::Tensor& Wk,
+                    const at::Tensor& Wv, const at::Tensor& Wg, const at::Tensor& bg,
+                    int64_t NH) {
+  return {x.size(0), x.size(1), x.size(2), wt.size(0), Wq.size(1), NH,
+          x.data_ptr<T>(), x.stride(0), x.stride(1), state.data_ptr<T>(), wt.data_ptr<T>(),
+          cb.data_ptr<T>(), Wq.data_ptr<T>(), Wk.data_ptr<T>(), Wv.data_ptr<T>(),
+          Wg.data_ptr<T>(), bg.data_ptr<T>()};
+}
+
+// x (B, S, D) unit stride in D; state (B, K - 1, D), wt (K, D), cb (D), Wq/Wk/Wv (D / bs, bs, bs),
+// Wg (2 NH, 3 D), bg (2 NH), all contiguous. Returns c, q, k, v (B, S, D), gates (2, B, NH, S).
+std::vector<at::Tensor> forward(at::Tensor x, at::Tensor state, at::Tensor wt, at::Tensor cb,
+                                at::Tensor Wq, at::Tensor Wk, at::Tensor Wv, at::Tensor Wg,
+                                at::Tensor bg, int64_t NH) {
+  const int64_t B = x.size(0), S = x.size(1), D = x.size(2);
+  auto c = at::empty({B, S, D}, x.options()), q = at::empty_like(c), k = at::empty_like(c);
+  auto v = at::empty_like(c), gates = at::empty({2, B, NH, S}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mlstm_input_forward", [&] {
+    using T = scalar_t;
+    const auto p = inputs<T>(x, state, wt, cb, Wq, Wk, Wv, Wg, bg, NH);
+    T *cp = c.data_ptr<T>(), *qp = q.data_ptr<T>(), *kp = k.data_ptr<T>();
+    T *vp = v.data_ptr<T>(), *gp = gates.data_ptr<T>();
+    at::parallel_for(0, B * S, 16, [&](int64_t s, int64_t e) { fwd(p, cp, qp, kp, vp, gp, s, e); });
+  });
+  return {c, q, k, v, gates};
+}
+
+// Gradients of forward, less those of Wg and bg (one BLAS product on the Python side): dx, dstate,
+// dw (K, D) (transposed like wt), dbias, dWq, dWk, dWv. dc may be undefined (c unused).
+std::vector<at::Tensor> backward(at::Tensor dc, at::Tensor dq, at::Tensor dk, at::Tensor dv,
+                                 at::Tensor dgates, at::Tensor x, at::Tensor state, at::Tensor wt,
+                                 at::Tensor cb, at::Tensor Wq, at::Tensor Wk, at::Tensor Wv,
+                                 at::Tensor Wg, at::Tensor bg, int64_t NH) {
+  const int64_t B = x.size(0), S = x.size(1), D = x.size(2), K = wt.size(0), bs = Wq.size(1);
+  auto dx = at::empty({B, S, D}, x.options()), dpre = at::empty({B, S, D}, x.options());
+  auto dstate = at::empty({B, K - 1, D}, x.options());
+  const int64_t width = 3 * D * bs + (K + 1) * D;
+  auto part = at::zeros({at::get_num_threads(), width}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mlstm_input_backward", [&] {
+    using T = scalar_t;
+    const auto p = inputs<T>(x, state, wt, cb, Wq, Wk, Wv, Wg, bg, NH);
+    const Grad<T> a{dc.defined() ? dc.data_ptr<T>() : nullptr, dc.defined() ? dc.stride(1) : 0,
+                    dq.data_ptr<T>(), dk.data_ptr<T>(), dv.data_ptr<T>(), dq.stride(1),
+                    dk.stride(1), dv.stride(1), dgates.data_ptr<T>(), dx.data_ptr<T>(),
+                    dpre.data_ptr<T>(), dstate.data_ptr<T>()};
+    T* pp = part.data_ptr<T>();
+    at::parallel_for(0, B * S, 16, [&](int64_t s, int64_t e) {
+      std::vector<T> buf(6 * D, T(0));
+      bwd1(p, a, pp + at::get_thread_num() * width, buf.data(), s, e);
+    });
+    at::parallel_for(0, B * (S + K - 1), 16, [&](int64_t s, int64_t e) { bwd2(p, a, s, e); });
+  });
+  auto sums = part.sum(0);
+  auto dW = sums.narrow(0, 0, 3 * D * bs).view({3, D / bs, bs, bs});
+  auto dw = sums.narrow(0, 3 * D * bs, K * D).view({K, D});
+  auto db = sums.narrow(0, 3 * D * bs + K * D, D);
+  return {dx, dstate, dw, db, dW[0], dW[1], dW[2]};
+}
+"""
+
+
+@cache
+def load() -> ModuleType | None:
+    """The compiled module, built once per machine and cached by torch; None if unavailable."""
+    return build_extension("bioxlstm_mlstm_input_cpu_v1", _SOURCE, ["forward", "backward"],
+                           "mLSTM input-side CPU kernel")
+
+
+def _rows(t: Tensor) -> Tensor:
+    """t (B, S, D) with unit stride in D and a row stride shared by all tokens of a sequence."""
+    return t if t.stride(2) == 1 and t.stride(0) == t.shape[1] * t.stride(1) else t.contiguous()
+
+
+class _MLSTMInputs(torch.autograd.Function):
+    """c, q, k, v and the gate pre-activations from x_m, one pass forward, two backward."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, state: Tensor, wt: Tensor, cb: Tensor, Wq: Tensor, Wk: Tensor,
+                Wv: Tensor, Wg: Tensor, bg: Tensor, num_heads: int):
+        c, q, k, v, gates = load().forward(x, state, wt, cb, Wq, Wk, Wv, Wg, bg, num_heads)
+        ctx.save_for_backward(x, state, wt, cb, Wq, Wk, Wv, Wg, bg, q, k, v)
+        ctx.num_heads = num_heads
+        return c, q, k, v, gates
+
+    @staticmethod
+    def backward(ctx, dc: Tensor, dq: Tensor, dk: Tensor, dv: Tensor, dgates: Tensor):
+        x, state, wt, cb, Wq, Wk, Wv, Wg, bg, q, k, v = ctx.saved_tensors
+        dq, dk, dv = (torch.zeros_like(q) if g is None else _rows(g) for g in (dq, dk, dv))
+        dgates = (torch.zeros(2, *q.shape[:1], ctx.num_heads, q.shape[1], dtype=q.dtype)
+                  if dgates is None else dgates.contiguous())
+        dc = torch.Tensor() if dc is None else _rows(dc)
+        dx, dstate, dw, db, dWq, dWk, dWv = load().backward(
+            dc, dq, dk, dv, dgates, x, state, wt, cb, Wq, Wk, Wv, Wg, bg, ctx.num_heads)
+        # gate rows per token: (2, B, NH, S) -> (B S, 2 NH); then one product per input
+        per_token = dgates.permute(1, 3, 0, 2).reshape(-1, Wg.shape[0])
+        dWg = torch.cat([per_token.t() @ t.view(-1, t.shape[-1]) for t in (q, k, v)], dim=1)
+        return dx, dstate, dw, db, dWq, dWk, dWv, dWg, per_token.sum(0), None
+
+
+def inputs_supported(*tensors: Tensor) -> bool:
+    """Whether the kernel can run these tensors: CPU, one float32/64 dtype, non-empty, built."""
+    dtype = tensors[0].dtype
+    return (dtype in (torch.float32, torch.float64) and tensors[0].numel() > 0
+            and all(t.device.type == "cpu" and t.dtype == dtype for t in tensors)
+            and load() is not None)
+
+
+def mlstm_inputs_fused(x: Tensor, conv_state: Tensor, conv_weight: Tensor, conv_bias: Tensor,
+                       Wq: Tensor, Wk: Tensor, Wv: Tensor, gate_weight: Tensor, gate_bias: Tensor,
+                       num_heads: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(c, q, k, v, gates) of the mLSTM layer from x (B, S, D); see the module doc.
+
+    conv_state (B, K - 1, D), conv_weight (D, K), conv_bias (D); Wq, Wk, Wv (D / bs, bs, bs);
+    gate_weight (2 NH, 3 D) = [W_i; W_f] over [q; k; v] and gate_bias (2 NH). c, q, k, v come back
+    (B, S, D) and gates (2, B, NH, S), so gates[0] and gates[1] are the cell's i and f.
+    """
+    return _MLSTMInputs.apply(
+        _rows(x), conv_state.contiguous(), conv_weight.t().contiguous(), conv_bias.contiguous(),
+        Wq.contiguous(), Wk.contiguous(), Wv.contiguous(), gate_weight.contiguous(),
+        gate_bias.contiguous(), num_heads)

@@ -1,0 +1,96 @@
+"""The fused input-side kernel equals the mLSTM layer's PyTorch operators, values and gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bioxlstm import XLSTMLanguageModel, preset
+from bioxlstm.layers import blocks, mlstm_input_cpu
+
+pytestmark = pytest.mark.skipif(mlstm_input_cpu.load() is None, reason="kernel not built")
+
+
+def reference(x, state, w, b, Wq, Wk, Wv, Wg, bg, NH):
+    """The same maths from plain torch operators."""
+    K = w.shape[1]
+    xp = torch.cat([state, x], dim=1)
+    S = x.shape[1]
+    pre = b + sum(xp[:, k:k + S] * w[:, k] for k in range(K))
+    c = F.silu(pre)
+
+    def bd(t, W):
+        return torch.einsum("bsgi,goi->bsgo", t.unflatten(-1, (W.shape[0], W.shape[1])), W).flatten(-2)
+
+    q, k, v = bd(c, Wq), bd(c, Wk), bd(x, Wv)
+    gates = torch.cat([q, k, v], -1) @ Wg.t() + bg  # (B, S, 2 NH)
+    return c, q, k, v, gates.unflatten(-1, (2, NH)).permute(2, 0, 3, 1)  # (2, B, NH, S)
+
+
+def make(B, S, D, K, bs, NH, dtype, strided):
+    g = torch.Generator().manual_seed(B * 100 + S)
+
+    def r(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=g, dtype=dtype) * scale).requires_grad_()
+
+    wide = r(B, S, 2 * D)
+    x = wide[..., :D] if strided else r(B, S, D)
+    return [x, r(B, K - 1, D), r(D, K, scale=0.5), r(D), r(D // bs, bs, bs, scale=0.5),
+            r(D // bs, bs, bs, scale=0.5), r(D // bs, bs, bs, scale=0.5), r(2 * NH, 3 * D, scale=0.1),
+            r(2 * NH)], wide
+
+
+@pytest.mark.parametrize("B,S,D,K,bs,NH,strided", [
+    (2, 7, 16, 4, 4, 2, True), (1, 1, 8, 4, 4, 1, False), (3, 2, 12, 4, 2, 3, False),
+    (2, 5, 16, 2, 8, 4, True), (1, 33, 24, 3, 4, 2, False),
+])
+def test_matches_torch_operators_float64(B, S, D, K, bs, NH, strided):
+    args, wide = make(B, S, D, K, bs, NH, torch.float64, strided)
+    out = mlstm_input_cpu.mlstm_inputs_fused(*args, NH)
+    ref = reference(*args, NH)
+    cots = [torch.randn_like(t) for t in ref]
+    grads = torch.autograd.grad(sum((o * c).sum() for o, c in zip(out, cots)), args)
+    ref_grads = torch.autograd.grad(sum((o * c).sum() for o, c in zip(ref, cots)), args)
+    for o, e in zip(out, ref):
+        torch.testing.assert_close(o, e, rtol=1e-12, atol=1e-12)
+    for gr, e in zip(grads, ref_grads):
+        torch.testing.assert_close(gr, e, rtol=1e-10, atol=1e-10)
+
+
+def test_gradcheck_with_unused_outputs():
+    args, _ = make(2, 5, 8, 4, 4, 2, torch.float64, False)
+    # only v and the gates used: c, q and k get no gradient from outside
+    torch.autograd.gradcheck(lambda *a: [t.sum(0) for t in mlstm_input_cpu.mlstm_inputs_fused(
+        *a, 2)[3:]], args)
+
+
+def test_float32_close_to_float64():
+    args, _ = make(2, 64, 32, 4, 4, 2, torch.float32, False)
+    out = mlstm_input_cpu.mlstm_inputs_fused(*args, 2)
+    ref = reference(*[a.double() for a in args], 2)
+    for o, e in zip(out, ref):
+        torch.testing.assert_close(o.double(), e, rtol=1e-5, atol=1e-5)
+
+
+def test_layer_equals_unfused_layer(monkeypatch):
+    """Whole model, with carried state: the fused input side changes nothing but rounding."""
+    torch.manual_seed(0)
+    model = XLSTMLanguageModel(preset("tiny-mlstm")).double()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    ids = torch.randint(0, 12, (2, 21))
+    first = model(ids[:, :13], return_state=True)
+    more = model(ids[:, 13:], state=first.state).logits
+    loss = model.loss(ids)
+    loss.backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    monkeypatch.setattr(blocks, "inputs_supported", lambda *t: False)
+    ref_first = model(ids[:, :13], return_state=True)
+    ref_more = model(ids[:, 13:], state=ref_first.state).logits
+    model.loss(ids).backward()
+    torch.testing.assert_close(first.logits, ref_first.logits, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(more, ref_more, rtol=1e-10, atol=1e-10)
+    for g, p in zip(grads, model.parameters()):
+        torch.testing.assert_close(g, p.grad, rtol=1e-9, atol=1e-10)
