@@ -216,7 +216,8 @@ def test_mlstm_layer_same_with_and_without_kernels(monkeypatch):
     for on in (True, False):
         if not on:
             monkeypatch.setattr(backends, "fused_supported", lambda *a: False)
-            monkeypatch.setattr(blocks, "kernels_supported", lambda *a: False)
+            monkeypatch.setattr(blocks, "output_gate_supported", lambda *a: False)
+            monkeypatch.setattr(blocks, "inputs_supported", lambda *a: False)
             monkeypatch.setattr(primitives, "kernels_supported", lambda *a: False)
         y, (_, (C, n, m)) = layer(x)
         loss = (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)).sum() + C.sum()

@@ -16,8 +16,8 @@ from torch import Tensor, nn
 from bioxlstm.config import ModelConfig
 from bioxlstm.layers.backends import mlstm_kernel
 from bioxlstm.layers.mlstm import mlstm_step
-from bioxlstm.layers.mlstm_cpu import kernels_supported, output_gate_fused
 from bioxlstm.layers.mlstm_input_cpu import inputs_supported, mlstm_inputs_fused
+from bioxlstm.layers.mlstm_output_cpu import output_gate_fused, output_gate_supported
 from bioxlstm.layers.primitives import (
     BlockDiagonalLinear,
     CausalConv1d,
@@ -118,7 +118,7 @@ class MLSTMLayer(nn.Module):
             h, cell_state = kernel(q, k, v, i, f, cell_state, self.config.chunk_size)
         h = h.transpose(1, 2)  # (B, S, NH, DH)
         norm_weight = self.out_norm.weight
-        if kernels_supported(h, c, z, norm_weight, self.skip):
+        if output_gate_supported(h, c, z, norm_weight, self.skip):
             y = output_gate_fused(h, c, z, norm_weight, self.skip, self.out_norm.eps)
         else:
             y = torch.addcmul(self.out_norm(h), self.skip, c) * F.silu(z)

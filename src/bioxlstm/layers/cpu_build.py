@@ -15,6 +15,7 @@ import sys
 from types import ModuleType
 
 SIMD_PRELUDE = r"""
+#include <cmath>  // defines __GLIBC__ for the test below
 #if defined(__x86_64__) && defined(__GLIBC__) && defined(__GNUC__) && !defined(__clang__)
 #if __GLIBC_PREREQ(2, 35) && !defined(BX_NO_LIBMVEC)
 extern "C" {

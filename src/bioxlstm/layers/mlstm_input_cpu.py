@@ -269,7 +269,7 @@ std::vector<at::Tensor> backward(at::Tensor dc, at::Tensor dq, at::Tensor dk, at
 @cache
 def load() -> ModuleType | None:
     """The compiled module, built once per machine and cached by torch; None if unavailable."""
-    return build_extension("bioxlstm_mlstm_input_cpu_v1", _SOURCE, ["forward", "backward"],
+    return build_extension("bioxlstm_mlstm_input_cpu_v2", _SOURCE, ["forward", "backward"],
                            "mLSTM input-side CPU kernel")
 
 
