@@ -5,20 +5,18 @@ cached by torch; if the build fails, or BIOXLSTM_NO_EXTENSIONS=1 is set, `load()
 the pure-PyTorch loops run instead. Every (batch, head) pair is its own recurrence, so the loops
 run over time inside one parallel region (built with -fopenmp, without which at::parallel_for
 runs on one thread), with the small recurrent matvec written out by hand: no per-step
-allocation, dispatch or thread synchronisation. On x86-64 Linux the gate arithmetic
-is vectorised through glibc's libmvec, and an AVX2 build is picked at load time where the CPU has
-it; if linking libmvec fails, a build without it is tried.
+allocation, dispatch or thread synchronisation. The gate arithmetic is vectorised through glibc's
+libmvec where `cpu_build` finds it, with an AVX2 build picked at load time where the CPU has it.
 """
 
 from __future__ import annotations
 
-import os
-import platform
-import sys
 from functools import cache
 from types import ModuleType
 
-_SOURCE = r"""
+from bioxlstm.layers.cpu_build import SIMD_PRELUDE, build_extension
+
+_SOURCE = SIMD_PRELUDE + r"""
 #include <torch/extension.h>
 #include <atomic>
 #include <algorithm>
@@ -28,39 +26,14 @@ _SOURCE = r"""
 
 #include <ATen/Parallel.h>
 
-// With GCC on x86-64 Linux the per-pair loops are built twice, for AVX2/FMA and for the baseline,
-// and the loader picks the one this CPU runs. glibc's vector maths library (libmvec, linked by
-// the Python side) has SIMD versions of the functions declared below, so the gate loops
-// vectorise. Elsewhere the same loops build once and call the scalar functions.
-#if defined(__x86_64__) && defined(__GLIBC__) && defined(__GNUC__) && !defined(__clang__)
-#if __GLIBC_PREREQ(2, 35) && !defined(SLSTM_NO_LIBMVEC)
-extern "C" {
-#pragma omp declare simd notinbranch
-float expf(float) noexcept;
-#pragma omp declare simd notinbranch
-double exp(double) noexcept;
-#pragma omp declare simd notinbranch
-float log1pf(float) noexcept;
-#pragma omp declare simd notinbranch
-double log1p(double) noexcept;
-#pragma omp declare simd notinbranch
-float tanhf(float) noexcept;
-#pragma omp declare simd notinbranch
-double tanh(double) noexcept;
-}
-#endif
-#define SLSTM_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define SLSTM_CLONES
-#endif
-#define SLSTM_INLINE inline __attribute__((always_inline))
+// The per-pair loops use BX_CLONES and libmvec through SIMD_PRELUDE (see cpu_build).
 
 // Columns of a small matvec are summed in register-sized blocks of this many.
 constexpr int64_t kBlock = 16;
 
 // y[0:cols] = sum_r v[r] * W[r, 0:cols] for a row-major W (rows, cols).
 template <typename T>
-static SLSTM_INLINE void vec_mat(const T* __restrict__ v, const T* __restrict__ W, int64_t rows,
+static BX_INLINE void vec_mat(const T* __restrict__ v, const T* __restrict__ W, int64_t rows,
                                  int64_t cols, T* __restrict__ y) {
   int64_t j = 0;
   for (; j + kBlock <= cols; j += kBlock) {
@@ -85,7 +58,7 @@ static SLSTM_INLINE void vec_mat(const T* __restrict__ v, const T* __restrict__ 
 constexpr int64_t kSteps = 8;
 template <typename T> struct Lanes { typedef T vec __attribute__((vector_size(32))); };
 template <typename T>
-static SLSTM_INLINE void add_outer(const T* const* v, const T* __restrict__ g, int64_t rows,
+static BX_INLINE void add_outer(const T* const* v, const T* __restrict__ g, int64_t rows,
                                    int64_t cols, T* __restrict__ dR) {
   typedef typename Lanes<T>::vec V;
   constexpr int64_t L = sizeof(V) / sizeof(T);
@@ -112,7 +85,7 @@ template <typename T> struct Fwd {
 };
 
 // All S steps of the (batch, head) pairs u of one task. Buffers as described at `forward`.
-template <typename T> static SLSTM_INLINE void forward_pair(const Fwd<T>& p, int64_t u, T* rec) {
+template <typename T> static BX_INLINE void forward_pair(const Fwd<T>& p, int64_t u, T* rec) {
   const int64_t S = p.S, NH = p.NH, DH = p.DH, HD = NH * DH, G = 4 * DH;
   const int64_t b = u / NH, hd = u % NH, off = b * HD + hd * DH;
   const T* R = p.R + hd * DH * G;
@@ -159,7 +132,7 @@ template <typename T> struct Bwd {
 // the gate gradients of the last kSteps steps until they are added to dR, then DH zeros that
 // stand in for h_{t-1} in the unused slots of the last, partial group.
 template <typename T>
-static SLSTM_INLINE void backward_pair(const Bwd<T>& p, int64_t u, T* __restrict__ gbuf) {
+static BX_INLINE void backward_pair(const Bwd<T>& p, int64_t u, T* __restrict__ gbuf) {
   const int64_t S = p.S, NH = p.NH, DH = p.DH, HD = NH * DH, G = 4 * DH;
   const int64_t b = u / NH, hd = u % NH, off = b * HD + hd * DH;
   const T* Rt = p.Rt + hd * G * DH;
@@ -214,17 +187,17 @@ template <typename F> static void for_each_pair(int64_t pairs, const F& run) {
   });
 }
 
-// Per-pair entry points, one per dtype, built for each target in SLSTM_CLONES.
-SLSTM_CLONES static void forward_one(const Fwd<float>& p, int64_t u, float* rec) {
+// Per-pair entry points, one per dtype, built for each target in BX_CLONES.
+BX_CLONES static void forward_one(const Fwd<float>& p, int64_t u, float* rec) {
   forward_pair(p, u, rec);
 }
-SLSTM_CLONES static void forward_one(const Fwd<double>& p, int64_t u, double* rec) {
+BX_CLONES static void forward_one(const Fwd<double>& p, int64_t u, double* rec) {
   forward_pair(p, u, rec);
 }
-SLSTM_CLONES static void backward_one(const Bwd<float>& p, int64_t u, float* gbuf) {
+BX_CLONES static void backward_one(const Bwd<float>& p, int64_t u, float* gbuf) {
   backward_pair(p, u, gbuf);
 }
-SLSTM_CLONES static void backward_one(const Bwd<double>& p, int64_t u, double* gbuf) {
+BX_CLONES static void backward_one(const Bwd<double>& p, int64_t u, double* gbuf) {
   backward_pair(p, u, gbuf);
 }
 
@@ -286,21 +259,5 @@ std::vector<at::Tensor> backward(at::Tensor d_out, at::Tensor dh_end, at::Tensor
 @cache
 def load() -> ModuleType | None:
     """The compiled module, built once per machine and cached by torch; None if unavailable."""
-    if os.environ.get("BIOXLSTM_NO_EXTENSIONS") == "1":
-        return None
-    from torch.utils.cpp_extension import load_inline
-
-    cflags = ["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"]
-    builds = [("bioxlstm_slstm_cpu_v8_nomvec", cflags + ["-DSLSTM_NO_LIBMVEC"], [])]
-    if sys.platform == "linux" and platform.machine() == "x86_64":
-        builds.insert(0, ("bioxlstm_slstm_cpu_v8", cflags, ["-lmvec"]))
-    err: Exception | None = None
-    for name, extra_cflags, extra_ldflags in builds:
-        try:
-            return load_inline(name=name, cpp_sources=[_SOURCE], functions=["forward", "backward"],
-                               extra_cflags=extra_cflags, extra_ldflags=extra_ldflags)
-        except Exception as e:  # any build failure means: try the next build, then PyTorch loops
-            err = e
-    print(f"bioxlstm: sLSTM CPU kernel unavailable, using PyTorch loops ({err})"[:300],
-          file=sys.stderr)
-    return None
+    return build_extension("bioxlstm_slstm_cpu_v9", _SOURCE, ["forward", "backward"],
+                           "sLSTM CPU kernel")
