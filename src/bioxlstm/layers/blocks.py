@@ -88,7 +88,8 @@ class MLSTMLayer(nn.Module):
         if inputs_supported(x_m, *weights, W, b):
             c, q, k, v, gates = mlstm_inputs_fused(x_m, *weights, W, b, self.num_heads)
             return c, q, k, v, gates[0], gates[1], self.conv.next_state(x_m, conv_state)
-        c, conv_state = self.conv.forward_silu(x_m, conv_state)
+        c, conv_state = self.conv(x_m, conv_state)
+        c = F.silu(c)
         q, k, v = self.q_proj(c), self.k_proj(c), self.v_proj(x_m)
         D = q.shape[-1]  # gates from [q; k; v] without materialising the concatenation
         gates = F.linear(q, W[:, :D], b) + F.linear(k, W[:, D:2 * D]) + F.linear(v, W[:, 2 * D:])

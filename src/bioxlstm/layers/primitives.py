@@ -8,8 +8,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bioxlstm.layers.mlstm_cpu import block_diagonal_fused, conv_silu_fused, kernels_supported
-
 
 def small_init_(weight: Tensor, dim: int) -> Tensor:
     """'small' init: N(0, sqrt(2 / (5 d))) (SPEC section 1)."""
@@ -100,18 +98,6 @@ class CausalConv1d(nn.Module):
         y = _ShiftedMultiplyAdd.apply(xp, self.weight.to(x.dtype), self.bias.to(x.dtype))
         return y, xp[:, xp.shape[1] - (K - 1):].clone()
 
-    def forward_silu(self, x: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """silu(forward(x, state)) and the new state; one fused kernel on CPU where available."""
-        K = self.kernel_size
-        if state is None:
-            state = x.new_zeros(x.shape[0], K - 1, x.shape[2])
-        state = state.to(x.dtype)
-        w, b = self.weight.to(x.dtype), self.bias.to(x.dtype)
-        if not kernels_supported(x, state, w, b):
-            y, new_state = self.forward(x, state)
-            return F.silu(y), new_state
-        return conv_silu_fused(x, state, w, b), self.next_state(x, state)
-
     def next_state(self, x: Tensor, state: Tensor) -> Tensor:
         """The state after x (B, S, D): the last kernel-1 rows of [state; x]."""
         K, S = self.kernel_size, x.shape[1]
@@ -171,8 +157,6 @@ class BlockDiagonalLinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         W = self.weight.to(x.dtype)
         if self.block_size <= self.SMALL_BLOCK and x.numel() >= self.MIN_ELEMENTS:
-            if kernels_supported(x, W):
-                return block_diagonal_fused(x, W)
             return _SmallBlockMatmul.apply(x, W)
         y = torch.einsum("...hi,hoi->...ho", x.unflatten(-1, (W.shape[0], self.block_size)), W)
         return y.flatten(-2)
