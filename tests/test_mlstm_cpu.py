@@ -149,7 +149,7 @@ def test_mlstm_layer_same_with_and_without_kernels(monkeypatch):
         if not on:
             monkeypatch.setattr(backends, "fused_supported", lambda *a: False)
             monkeypatch.setattr(blocks, "output_gate_supported", lambda *a: False)
-            monkeypatch.setattr(blocks, "inputs_supported", lambda *a: False)
+            monkeypatch.setattr(blocks, "inputs_supported", lambda *a, **kw: False)
         y, (_, (C, n, m)) = layer(x)
         loss = (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)).sum() + C.sum()
         results.append([y, C, n, m, *torch.autograd.grad(loss, [x, *layer.parameters()])])

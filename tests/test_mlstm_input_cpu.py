@@ -44,6 +44,8 @@ def make(B, S, D, K, bs, NH, dtype, strided):
 @pytest.mark.parametrize("B,S,D,K,bs,NH,strided", [
     (2, 7, 16, 4, 4, 2, True), (1, 1, 8, 4, 4, 1, False), (3, 2, 12, 4, 2, 3, False),
     (2, 5, 16, 2, 8, 4, True), (1, 33, 24, 3, 4, 2, False),
+    # several 256-row backward segments, the last one shorter than the conv's K - 1 halo
+    (1, 600, 8, 4, 4, 2, False), (2, 258, 8, 4, 2, 2, True),
 ])
 def test_matches_torch_operators_float64(B, S, D, K, bs, NH, strided):
     args, wide = make(B, S, D, K, bs, NH, torch.float64, strided)
@@ -86,7 +88,7 @@ def test_layer_equals_unfused_layer(monkeypatch):
     loss.backward()
     grads = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
-    monkeypatch.setattr(blocks, "inputs_supported", lambda *t: False)
+    monkeypatch.setattr(blocks, "inputs_supported", lambda *t, **kw: False)
     ref_first = model(ids[:, :13], return_state=True)
     ref_more = model(ids[:, 13:], state=ref_first.state).logits
     model.loss(ids).backward()
@@ -94,3 +96,9 @@ def test_layer_equals_unfused_layer(monkeypatch):
     torch.testing.assert_close(more, ref_more, rtol=1e-10, atol=1e-10)
     for g, p in zip(grads, model.parameters()):
         torch.testing.assert_close(g, p.grad, rtol=1e-9, atol=1e-10)
+
+
+def test_large_blocks_take_the_torch_operators():
+    x = torch.zeros(1, 2, 128)
+    assert mlstm_input_cpu.inputs_supported(x, block_size=mlstm_input_cpu.MAX_BLOCK)
+    assert not mlstm_input_cpu.inputs_supported(x, block_size=mlstm_input_cpu.MAX_BLOCK + 1)

@@ -85,7 +85,7 @@ class MLSTMLayer(nn.Module):
         weights = [t.to(x_m.dtype) for t in (conv_state, self.conv.weight, self.conv.bias,
                                              self.q_proj.weight, self.k_proj.weight,
                                              self.v_proj.weight)]
-        if inputs_supported(x_m, *weights, W, b):
+        if inputs_supported(x_m, *weights, W, b, block_size=self.q_proj.block_size):
             c, q, k, v, gates = mlstm_inputs_fused(x_m, *weights, W, b, self.num_heads)
             return c, q, k, v, gates[0], gates[1], self.conv.next_state(x_m, conv_state)
         c, conv_state = self.conv(x_m, conv_state)

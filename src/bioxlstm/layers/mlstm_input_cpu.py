@@ -4,9 +4,10 @@ From the up-projected x_m (B, S, D) it computes, one token row at a time while t
 cache: c = silu(causal depthwise conv(x_m)), q = BD_q(c), k = BD_k(c), v = BD_v(x_m) with the
 small block-diagonal weights, and the gate pre-activations [i; f] = W_g [q; k; v] + b_g. Done as
 separate operators this is about a dozen full-size passes each way plus autograd's additions of
-the q/k/v gradients arriving from the cell and from the gates; here it is one pass forward and
-two backward (the conv's backward needs the next rows' gradients). The gates' weight gradient
-is one BLAS product. Built by `cpu_build`; without it the layer runs its PyTorch operators.
+the q/k/v gradients arriving from the cell and from the gates; here it is one pass each way. The
+backward adds a row's conv input gradient K - 1 rows later, when the later rows' gradients it
+needs are in a ring of K rows. The gates' weight gradient is one BLAS
+product. Built by `cpu_build`; without it the layer runs its PyTorch operators.
 """
 
 from __future__ import annotations
@@ -53,31 +54,39 @@ template <typename T> struct In {
   }
 };
 
-// y = BD(x): y[g bs + o] = sum_i x[g bs + i] W[g, o, i]; BS > 0 fixes the block size.
+// y = BD(x): y[g bs + o] = sum_i x[g bs + i] W[g, o, i], from Wt[g, i, o] (W transposed per
+// block) as rows of Wt times a scalar: with BS fixed, a few short-vector multiply-adds per block.
 template <typename T, int64_t BS>
-BX_INLINE void bd(const T* x, const T* W, T* y, int64_t D, int64_t rbs) {
+BX_INLINE void bd(const T* x, const T* Wt, T* y, int64_t D, int64_t rbs) {
   const int64_t bs = BS ? BS : rbs;
-  for (int64_t g = 0; g < D / bs; ++g)
-    for (int64_t o = 0; o < bs; ++o) {
-      T acc = 0;
-      for (int64_t i = 0; i < bs; ++i) acc += x[g * bs + i] * W[(g * bs + o) * bs + i];
-      y[g * bs + o] = acc;
-    }
+  T out[BS ? BS : 64];  // MAX_BLOCK on the Python side
+  for (int64_t g = 0; g < D / bs; ++g) {
+    const T *xg = x + g * bs, *Wg = Wt + g * bs * bs;
+    for (int64_t o = 0; o < bs; ++o) out[o] = T(0);
+    for (int64_t i = 0; i < bs; ++i)
+      for (int64_t o = 0; o < bs; ++o) out[o] += xg[i] * Wg[i * bs + o];
+    for (int64_t o = 0; o < bs; ++o) y[g * bs + o] = out[o];
+  }
 }
 
-// dx (+)= BD^T(dy), and dW[g, o, i] += dy[g bs + o] x[g bs + i].
+// dx (+)= BD^T(dy), and dW[g, o, i] += dy[g bs + o] x[g bs + i] unless dW is null. Written as
+// rows of W times a scalar, so with BS fixed each group is a few short-vector multiply-adds.
 template <typename T, int64_t BS>
 BX_INLINE void bd_grad(const T* dy, const T* x, const T* W, T* dx, T* dW, bool add, int64_t D,
                        int64_t rbs) {
   const int64_t bs = BS ? BS : rbs;
+  T out[BS ? BS : 64];  // MAX_BLOCK on the Python side
   for (int64_t g = 0; g < D / bs; ++g) {
-    for (int64_t i = 0; i < bs; ++i) {
-      T acc = add ? dx[g * bs + i] : T(0);
-      for (int64_t o = 0; o < bs; ++o) acc += dy[g * bs + o] * W[(g * bs + o) * bs + i];
-      dx[g * bs + i] = acc;
-    }
+    const T *dyg = dy + g * bs, *xg = x + g * bs, *Wg = W + g * bs * bs;
+    T* dxg = dx + g * bs;
+    for (int64_t i = 0; i < bs; ++i) out[i] = add ? dxg[i] : T(0);
     for (int64_t o = 0; o < bs; ++o)
-      for (int64_t i = 0; i < bs; ++i) dW[(g * bs + o) * bs + i] += dy[g * bs + o] * x[g * bs + i];
+      for (int64_t i = 0; i < bs; ++i) out[i] += dyg[o] * Wg[o * bs + i];
+    for (int64_t i = 0; i < bs; ++i) dxg[i] = out[i];
+    if (!dW) continue;
+    T* dWg = dW + g * bs * bs;
+    for (int64_t o = 0; o < bs; ++o)
+      for (int64_t i = 0; i < bs; ++i) dWg[o * bs + i] += dyg[o] * xg[i];
   }
 }
 
@@ -104,86 +113,104 @@ BX_INLINE void forward_rows(const In<T>& p, T* c, T* q, T* k, T* v, T* gates, in
   }
 }
 
-// Gradients arriving: dc (c's own uses; may be null), dq, dk, dv (row strides), dgates. Pass 1
-// per row: the total q/k/v gradients (cell's plus the gates'), BD^T into dc and (for v) into dx,
-// the BD weight sums, and the conv pre-activation gradient dpre with the conv weight sums.
-// Partial sums go to part: dWq, dWk, dWv (D bs each), then dw (K, D) and dbias (D).
+// Gradients arriving: dc (c's own uses; may be null), dq, dk, dv (row strides), dgates.
 template <typename T> struct Grad {
   const T *dc; int64_t sdc;
   const T *dq, *dk, *dv; int64_t sdq, sdk, sdv;
   const T *dgates;
-  T *dx, *dpre, *dstate;
+  T *dx, *dstate;
 };
 
+// One token row (b, t): the total q/k/v gradients (the cell's plus the gates'), BD^T of q and k
+// into dc, and the conv pre-activation gradient into pre. With part (not a halo row) also
+// dx = BD_v^T(dv) and the weight sums: dWq, dWk, dWv (D bs each), dw (K, D), dbias (D).
 template <typename T, int64_t BS>
-BX_INLINE void backward_rows(const In<T>& p, const Grad<T>& a, T* part, T* buf, int64_t begin,
-                             int64_t end) {
-  const int64_t D = p.D, K = p.K, G = 2 * p.NH, bs = BS ? BS : p.bs;
+BX_INLINE void row_grad(const In<T>& p, const Grad<T>& a, int64_t b, int64_t t, T* pre, T* part,
+                        T* buf) {
+  const int64_t D = p.D, K = p.K, G = 2 * p.NH, bs = BS ? BS : p.bs, r = b * p.S + t;
   T *tq = buf, *tk = buf + D, *tv = buf + 2 * D, *acc = buf + 3 * D, *cv = buf + 4 * D;
   T *dcr = buf + 5 * D;
-  T *dWq = part, *dWk = part + D * bs, *dWv = part + 2 * D * bs, *dw = part + 3 * D * bs;
-  T* db = dw + K * D;
-  for (int64_t r = begin; r < end; ++r) {
-    const int64_t b = r / p.S, t = r % p.S;
-    const T *dqr = a.dq + r * a.sdq, *dkr = a.dk + r * a.sdk, *dvr = a.dv + r * a.sdv;
+  T *dWq = nullptr, *dWk = nullptr;
+  if (part) { dWq = part; dWk = part + D * bs; }
+  const T *dqr = a.dq + r * a.sdq, *dkr = a.dk + r * a.sdk, *dvr = a.dv + r * a.sdv;
 #pragma omp simd
-    for (int64_t d = 0; d < D; ++d) { tq[d] = dqr[d]; tk[d] = dkr[d]; tv[d] = dvr[d]; }
-    for (int64_t g = 0; g < G; ++g) {
-      const T gr = a.dgates[p.gate_at(g, b, t)];
-      const T* w = p.Wg + g * 3 * D;
-#pragma omp simd
-      for (int64_t d = 0; d < D; ++d) {
-        tq[d] += gr * w[d];
-        tk[d] += gr * w[D + d];
-        tv[d] += gr * w[2 * D + d];
-      }
-    }
-    p.conv(b, t, acc);
-    T* pr = a.dpre + r * D;
+  for (int64_t d = 0; d < D; ++d) { tq[d] = dqr[d]; tk[d] = dkr[d]; tv[d] = dvr[d]; }
+  for (int64_t g = 0; g < G; ++g) {
+    const T gr = a.dgates[p.gate_at(g, b, t)];
+    const T* w = p.Wg + g * 3 * D;
 #pragma omp simd
     for (int64_t d = 0; d < D; ++d) {
-      const T sig = T(1) / (T(1) + std::exp(-acc[d]));
-      cv[d] = acc[d] * sig;
-      pr[d] = sig * (T(1) + acc[d] * (T(1) - sig));  // silu'(acc), times dc below
+      tq[d] += gr * w[d];
+      tk[d] += gr * w[D + d];
+      tv[d] += gr * w[2 * D + d];
     }
-    if (a.dc) {
-      const T* dcin = a.dc + r * a.sdc;
+  }
+  p.conv(b, t, acc);
 #pragma omp simd
-      for (int64_t d = 0; d < D; ++d) dcr[d] = dcin[d];
+  for (int64_t d = 0; d < D; ++d) {
+    const T sig = T(1) / (T(1) + std::exp(-acc[d]));
+    cv[d] = acc[d] * sig;
+    pre[d] = sig * (T(1) + acc[d] * (T(1) - sig));  // silu'(acc), times dc below
+  }
+  if (a.dc) {
+    const T* dcin = a.dc + r * a.sdc;
+#pragma omp simd
+    for (int64_t d = 0; d < D; ++d) dcr[d] = dcin[d];
+  }
+  bd_grad<T, BS>(tq, cv, p.Wq, dcr, dWq, a.dc != nullptr, D, bs);
+  bd_grad<T, BS>(tk, cv, p.Wk, dcr, dWk, true, D, bs);
+#pragma omp simd
+  for (int64_t d = 0; d < D; ++d) pre[d] *= dcr[d];
+  if (!part) return;
+  bd_grad<T, BS>(tv, p.xrow(b, t + K - 1), p.Wv, a.dx + r * D, part + 2 * D * bs, false, D, bs);
+  T *dw = part + 3 * D * bs, *db = dw + K * D;
+#pragma omp simd
+  for (int64_t d = 0; d < D; ++d) db[d] += pre[d];
+  for (int64_t k = 0; k < K; ++k) {
+    const T* xk = p.xrow(b, t + k);
+    T* dwk = dw + k * D;
+#pragma omp simd
+    for (int64_t d = 0; d < D; ++d) dwk[d] += pre[d] * xk[d];
+  }
+}
+
+// Rows [s0, s1) of sequence b in order. Row s's conv input gradient,
+// dx[s] += sum_k w[k] pre[s + K - 1 - k], is added K - 1 rows later, when the pre rows it needs
+// are in a ring of K rows; the K - 1 rows after s1 are computed for that alone (a halo, no
+// sums). The segment at 0 also gives dstate.
+template <typename T, int64_t BS>
+BX_INLINE void backward_segment(const In<T>& p, const Grad<T>& a, int64_t b, int64_t s0,
+                                int64_t s1, T* part, T* buf, T* ring) {
+  const int64_t D = p.D, K = p.K, S = p.S;
+  for (int64_t t = s0; t < s1 + K - 1; ++t) {
+    if (t < S) row_grad<T, BS>(p, a, b, t, ring + (t % K) * D, t < s1 ? part : nullptr, buf);
+    const int64_t s = t - K + 1;
+    if (s >= s0) {
+      T* dxr = a.dx + (b * S + s) * D;
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t u = s + K - 1 - k;
+        if (u >= S) continue;
+        const T *wk = p.wt + k * D, *pr = ring + (u % K) * D;
+#pragma omp simd
+        for (int64_t d = 0; d < D; ++d) dxr[d] += wk[d] * pr[d];
+      }
     }
-    bd_grad<T, BS>(tq, cv, p.Wq, dcr, dWq, a.dc != nullptr, D, bs);
-    bd_grad<T, BS>(tk, cv, p.Wk, dcr, dWk, true, D, bs);
-    const T* xr = p.xrow(b, t + K - 1);
-    bd_grad<T, BS>(tv, xr, p.Wv, a.dx + r * D, dWv, false, D, bs);
+    if (s0 > 0 || t != K - 2) continue;
+    for (int64_t j = 0; j < K - 1; ++j) {  // state row j collects w[k] pre[j - k]
+      T* out = a.dstate + (b * (K - 1) + j) * D;
+      std::fill(out, out + D, T(0));
+      for (int64_t k = 0; k <= j; ++k) {
+        if (j - k >= S) continue;
+        const T *wk = p.wt + k * D, *pr = ring + ((j - k) % K) * D;
 #pragma omp simd
-    for (int64_t d = 0; d < D; ++d) { pr[d] *= dcr[d]; db[d] += pr[d]; }
-    for (int64_t k = 0; k < K; ++k) {
-      const T* xk = p.xrow(b, t + k);
-      T* dwk = dw + k * D;
-#pragma omp simd
-      for (int64_t d = 0; d < D; ++d) dwk[d] += pr[d] * xk[d];
+        for (int64_t d = 0; d < D; ++d) out[d] += wk[d] * pr[d];
+      }
     }
   }
 }
 
-// Pass 2 over padded rows j: the conv input gradient sum_k w[k] dpre[j - k], added to dx rows
-// (which hold the v path) or written to the state rows.
-template <typename T>
-BX_INLINE void conv_input_rows(const In<T>& p, const Grad<T>& a, int64_t begin, int64_t end) {
-  const int64_t D = p.D, K = p.K, S = p.S, P = S + K - 1;
-  for (int64_t r = begin; r < end; ++r) {
-    const int64_t b = r / P, j = r % P;
-    T* out = j < K - 1 ? a.dstate + (b * (K - 1) + j) * D : a.dx + (b * S + j - K + 1) * D;
-    if (j < K - 1) std::fill(out, out + D, T(0));
-    for (int64_t k = 0; k < K; ++k) {
-      const int64_t t = j - k;
-      if (t < 0 || t >= S) continue;
-      const T *pr = a.dpre + (b * S + t) * D, *wk = p.wt + k * D;
-#pragma omp simd
-      for (int64_t d = 0; d < D; ++d) out[d] += wk[d] * pr[d];
-    }
-  }
-}
+// Rows per backward task: long enough that the K - 1 recomputed halo rows cost little.
+constexpr int64_t kSegment = 256;
 
 // Entry points per dtype and block size, each built for every target in BX_CLONES.
 #define BX_ENTRY(T)                                                                           \
@@ -192,13 +219,10 @@ BX_INLINE void conv_input_rows(const In<T>& p, const Grad<T>& a, int64_t begin, 
     if (p.bs == 4) forward_rows<T, 4>(p, c, q, k, v, g, s, e);                                \
     else forward_rows<T, 0>(p, c, q, k, v, g, s, e);                                          \
   }                                                                                           \
-  BX_CLONES static void bwd1(const In<T>& p, const Grad<T>& a, T* part, T* buf, int64_t s,    \
-                             int64_t e) {                                                     \
-    if (p.bs == 4) backward_rows<T, 4>(p, a, part, buf, s, e);                                \
-    else backward_rows<T, 0>(p, a, part, buf, s, e);                                          \
-  }                                                                                           \
-  BX_CLONES static void bwd2(const In<T>& p, const Grad<T>& a, int64_t s, int64_t e) {        \
-    conv_input_rows<T>(p, a, s, e);                                                           \
+  BX_CLONES static void bwd(const In<T>& p, const Grad<T>& a, int64_t b, int64_t s0,           \
+                            int64_t s1, T* part, T* buf, T* ring) {                           \
+    if (p.bs == 4) backward_segment<T, 4>(p, a, b, s0, s1, part, buf, ring);                   \
+    else backward_segment<T, 0>(p, a, b, s0, s1, part, buf, ring);                             \
   }
 BX_ENTRY(float)
 BX_ENTRY(double)
@@ -224,7 +248,10 @@ std::vector<at::Tensor> forward(at::Tensor x, at::Tensor state, at::Tensor wt, a
   auto v = at::empty_like(c), gates = at::empty({2, B, NH, S}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mlstm_input_forward", [&] {
     using T = scalar_t;
-    const auto p = inputs<T>(x, state, wt, cb, Wq, Wk, Wv, Wg, bg, NH);
+    // the forward reads the blocks transposed
+    const auto Wqt = Wq.transpose(1, 2).contiguous(), Wkt = Wk.transpose(1, 2).contiguous();
+    const auto Wvt = Wv.transpose(1, 2).contiguous();
+    const auto p = inputs<T>(x, state, wt, cb, Wqt, Wkt, Wvt, Wg, bg, NH);
     T *cp = c.data_ptr<T>(), *qp = q.data_ptr<T>(), *kp = k.data_ptr<T>();
     T *vp = v.data_ptr<T>(), *gp = gates.data_ptr<T>();
     at::parallel_for(0, B * S, 16, [&](int64_t s, int64_t e) { fwd(p, cp, qp, kp, vp, gp, s, e); });
@@ -239,9 +266,8 @@ std::vector<at::Tensor> backward(at::Tensor dc, at::Tensor dq, at::Tensor dk, at
                                  at::Tensor cb, at::Tensor Wq, at::Tensor Wk, at::Tensor Wv,
                                  at::Tensor Wg, at::Tensor bg, int64_t NH) {
   const int64_t B = x.size(0), S = x.size(1), D = x.size(2), K = wt.size(0), bs = Wq.size(1);
-  auto dx = at::empty({B, S, D}, x.options()), dpre = at::empty({B, S, D}, x.options());
-  auto dstate = at::empty({B, K - 1, D}, x.options());
-  const int64_t width = 3 * D * bs + (K + 1) * D;
+  auto dx = at::empty({B, S, D}, x.options()), dstate = at::empty({B, K - 1, D}, x.options());
+  const int64_t width = 3 * D * bs + (K + 1) * D, segs = (S + kSegment - 1) / kSegment;
   auto part = at::zeros({at::get_num_threads(), width}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mlstm_input_backward", [&] {
     using T = scalar_t;
@@ -249,13 +275,16 @@ std::vector<at::Tensor> backward(at::Tensor dc, at::Tensor dq, at::Tensor dk, at
     const Grad<T> a{dc.defined() ? dc.data_ptr<T>() : nullptr, dc.defined() ? dc.stride(1) : 0,
                     dq.data_ptr<T>(), dk.data_ptr<T>(), dv.data_ptr<T>(), dq.stride(1),
                     dk.stride(1), dv.stride(1), dgates.data_ptr<T>(), dx.data_ptr<T>(),
-                    dpre.data_ptr<T>(), dstate.data_ptr<T>()};
+                    dstate.data_ptr<T>()};
     T* pp = part.data_ptr<T>();
-    at::parallel_for(0, B * S, 16, [&](int64_t s, int64_t e) {
-      std::vector<T> buf(6 * D, T(0));
-      bwd1(p, a, pp + at::get_thread_num() * width, buf.data(), s, e);
+    at::parallel_for(0, B * segs, 1, [&](int64_t lo, int64_t hi) {
+      std::vector<T> buf(6 * D, T(0)), ring(K * D);
+      for (int64_t u = lo; u < hi; ++u) {
+        const int64_t b = u / segs, s0 = (u % segs) * kSegment;
+        bwd(p, a, b, s0, std::min(S, s0 + kSegment), pp + at::get_thread_num() * width,
+            buf.data(), ring.data());
+      }
     });
-    at::parallel_for(0, B * (S + K - 1), 16, [&](int64_t s, int64_t e) { bwd2(p, a, s, e); });
   });
   auto sums = part.sum(0);
   auto dW = sums.narrow(0, 0, 3 * D * bs).view({3, D / bs, bs, bs});
@@ -269,7 +298,7 @@ std::vector<at::Tensor> backward(at::Tensor dc, at::Tensor dq, at::Tensor dk, at
 @cache
 def load() -> ModuleType | None:
     """The compiled module, built once per machine and cached by torch; None if unavailable."""
-    return build_extension("bioxlstm_mlstm_input_cpu_v2", _SOURCE, ["forward", "backward"],
+    return build_extension("bioxlstm_mlstm_input_cpu_v6", _SOURCE, ["forward", "backward"],
                            "mLSTM input-side CPU kernel")
 
 
@@ -279,7 +308,7 @@ def _rows(t: Tensor) -> Tensor:
 
 
 class _MLSTMInputs(torch.autograd.Function):
-    """c, q, k, v and the gate pre-activations from x_m, one pass forward, two backward."""
+    """c, q, k, v and the gate pre-activations from x_m, one pass each way."""
 
     @staticmethod
     def forward(ctx, x: Tensor, state: Tensor, wt: Tensor, cb: Tensor, Wq: Tensor, Wk: Tensor,
@@ -304,10 +333,15 @@ class _MLSTMInputs(torch.autograd.Function):
         return dx, dstate, dw, db, dWq, dWk, dWv, dWg, per_token.sum(0), None
 
 
-def inputs_supported(*tensors: Tensor) -> bool:
-    """Whether the kernel can run these tensors: CPU, one float32/64 dtype, non-empty, built."""
+MAX_BLOCK = 64  # the largest q/k/v block size the kernel takes
+
+
+def inputs_supported(*tensors: Tensor, block_size: int) -> bool:
+    """Whether the kernel can run these tensors: CPU, one float32/64 dtype, non-empty, small
+    q/k/v blocks, built."""
     dtype = tensors[0].dtype
     return (dtype in (torch.float32, torch.float64) and tensors[0].numel() > 0
+            and block_size <= MAX_BLOCK
             and all(t.device.type == "cpu" and t.dtype == dtype for t in tensors)
             and load() is not None)
 
