@@ -25,6 +25,7 @@ from bioxlstm.layers.primitives import (
     MultiHeadNorm,
     rotary,
     small_init_,
+    split_linear,
     wang_init_,
 )
 from bioxlstm.layers.slstm import slstm_scan
@@ -102,7 +103,7 @@ class MLSTMLayer(nn.Module):
         conv_state, cell_state = (None, None) if state is None else state
         B, S, _ = x.shape
         NH = self.num_heads
-        x_m, z = self.proj_up(x).chunk(2, dim=-1)
+        x_m, z = split_linear(x, self.proj_up.weight)
         c, q, k, v, i, f, conv_state = self._inputs(x_m, conv_state)
         q, k, v = (t.view(B, S, NH, -1).transpose(1, 2) for t in (q, k, v))
         if self.config.rope:

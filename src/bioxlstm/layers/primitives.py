@@ -137,6 +137,40 @@ class _SmallBlockMatmul(torch.autograd.Function):
         return dx.flatten(-2), dW
 
 
+class _SplitLinear(torch.autograd.Function):
+    """x W^T split into its two halves along the features, without concatenating their gradients.
+
+    Autograd's backward of `linear(x, W).chunk(2, -1)` first copies both halves' gradients into one
+    tensor; here each half's gradient goes straight into the products that need it.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, W: Tensor) -> tuple[Tensor, Tensor]:
+        ctx.save_for_backward(x, W)
+        return F.linear(x, W).chunk(2, dim=-1)
+
+    @staticmethod
+    def backward(ctx, da: Tensor, db: Tensor):
+        x, W = ctx.saved_tensors
+        half = W.shape[0] // 2
+        rows = [g.reshape(-1, half) for g in (da, db)]  # autograd fills an unused half with zeros
+        dx = torch.mm(rows[0], W[:half])
+        dx.addmm_(rows[1], W[half:])
+        flat = x.reshape(-1, x.shape[-1])
+        dW = torch.cat([g.t() @ flat for g in rows])
+        return dx.view_as(x), dW
+
+
+def split_linear(x: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
+    """The two halves of F.linear(x, weight) (no bias) along the last dim, as views of one product.
+
+    Under autocast or mixed dtypes autograd's own form runs, which knows their casts.
+    """
+    if x.dtype != weight.dtype or torch.is_autocast_enabled(x.device.type):
+        return F.linear(x, weight).chunk(2, dim=-1)
+    return _SplitLinear.apply(x, weight)
+
+
 class BlockDiagonalLinear(nn.Module):
     """Linear map with a block-diagonal weight: blocks of `block_size` x `block_size`, no bias.
 
