@@ -6,8 +6,8 @@ small block-diagonal weights, and the gate pre-activations [i; f] = W_g [q; k; v
 separate operators this is about a dozen full-size passes each way plus autograd's additions of
 the q/k/v gradients arriving from the cell and from the gates; here it is one pass each way. The
 backward adds a row's conv input gradient K - 1 rows later, when the later rows' gradients it
-needs are in a ring of K rows. The gates' weight gradient is one BLAS
-product. Built by `cpu_build`; without it the layer runs its PyTorch operators.
+needs are in a ring of K rows. The gates' weight gradient is a batched BLAS product. Built by
+`cpu_build`; without it the layer runs its PyTorch operators.
 """
 
 from __future__ import annotations
@@ -307,6 +307,19 @@ def _rows(t: Tensor) -> Tensor:
     return t if t.stride(2) == 1 and t.stride(0) == t.shape[1] * t.stride(1) else t.contiguous()
 
 
+def _rows_product(g: Tensor, x: Tensor, blocks: int = 4) -> Tensor:
+    """g^T x for g (N, G) with few columns and x (N, D), as a batched product over row blocks.
+
+    MKL runs the (G x N) x (N x D) product with G = 8 at about 28 GFLOP/s on a 2-core CPU; the
+    sum of four (G x N/4) x (N/4 x D) products in one batched call takes half the time.
+    """
+    N = x.shape[0]
+    if N % blocks:
+        return g.t() @ x
+    gb = g.t().reshape(g.shape[1], blocks, N // blocks).transpose(0, 1)
+    return torch.bmm(gb, x.view(blocks, N // blocks, x.shape[1])).sum(0)
+
+
 class _MLSTMInputs(torch.autograd.Function):
     """c, q, k, v and the gate pre-activations from x_m, one pass each way."""
 
@@ -329,7 +342,8 @@ class _MLSTMInputs(torch.autograd.Function):
             dc, dq, dk, dv, dgates, x, state, wt, cb, Wq, Wk, Wv, Wg, bg, ctx.num_heads)
         # gate rows per token: (2, B, NH, S) -> (B S, 2 NH); then one product per input
         per_token = dgates.permute(1, 3, 0, 2).reshape(-1, Wg.shape[0])
-        dWg = torch.cat([per_token.t() @ t.view(-1, t.shape[-1]) for t in (q, k, v)], dim=1)
+        dWg = torch.cat([_rows_product(per_token, t.view(-1, t.shape[-1])) for t in (q, k, v)],
+                        dim=1)
         return dx, dstate, dw, db, dWq, dWk, dWv, dWg, per_token.sum(0), None
 
 
