@@ -77,11 +77,8 @@ def random_state(B=2, NH=2, DH=4):
     return h, c, n, m
 
 
-@pytest.mark.parametrize("with_state", [False, True])
-def test_fused_backward_equals_autograd_through_steps(with_state):
-    wx, R, b = inputs(S=21)
-    state = random_state() if with_state else None
-    leaves = [wx, R, b] + (list(state[:3]) if with_state else [])
+def assert_scan_equals_steps(wx, R, b, state, leaves):
+    """Outputs, end state and the gradients of `leaves` equal autograd through the step loop."""
     for t in leaves:
         t.requires_grad_(True)
     fused, fused_end = slstm_scan(wx, R, b, state)
@@ -94,6 +91,13 @@ def test_fused_backward_equals_autograd_through_steps(with_state):
     ref_grads = torch.autograd.grad((ref * upstream).sum() + ref_end[0].sum(), leaves)
     for a, e in zip(grads, ref_grads):
         torch.testing.assert_close(a, e, atol=1e-11, rtol=1e-10)
+
+
+@pytest.mark.parametrize("with_state", [False, True])
+def test_fused_backward_equals_autograd_through_steps(with_state):
+    wx, R, b = inputs(S=21)
+    state = random_state() if with_state else None
+    assert_scan_equals_steps(wx, R, b, state, [wx, R, b] + (list(state[:3]) if with_state else []))
 
 
 def test_fused_scan_works_under_bf16_autocast():
@@ -142,17 +146,7 @@ def test_scan_gradients_equal_autograd_through_steps_across_shapes(shape):
     B, S, NH, DH = shape
     wx, R, b = inputs(B=B, S=S, NH=NH, DH=DH)
     state = random_state(B=B, NH=NH, DH=DH)
-    leaves = [wx, R, b, *state[:3]]
-    for t in leaves:
-        t.requires_grad_(True)
-    fused, fused_end = slstm_scan(wx, R, b, state)
-    ref, ref_end = slstm_scan_reference(wx, R, b, state)
-    torch.testing.assert_close(fused, ref, atol=1e-12, rtol=1e-12)
-    upstream = torch.randn_like(fused)
-    grads = torch.autograd.grad((fused * upstream).sum() + fused_end[0].sum(), leaves)
-    ref_grads = torch.autograd.grad((ref * upstream).sum() + ref_end[0].sum(), leaves)
-    for a, e in zip(grads, ref_grads):
-        torch.testing.assert_close(a, e, atol=1e-11, rtol=1e-10)
+    assert_scan_equals_steps(wx, R, b, state, [wx, R, b, *state[:3]])
 
 
 def test_scan_output_does_not_alias_the_end_state():

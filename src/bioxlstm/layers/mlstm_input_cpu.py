@@ -113,7 +113,7 @@ BX_INLINE void forward_rows(const In<T>& p, T* c, T* q, T* k, T* v, T* gates, in
   }
 }
 
-// Gradients arriving: dc (c's own uses; may be null), dq, dk, dv (row strides), dgates.
+// Gradients arriving: dc (from c's own uses), dq, dk, dv (row strides), dgates.
 template <typename T> struct Grad {
   const T *dc; int64_t sdc;
   const T *dq, *dk, *dv; int64_t sdq, sdk, sdv;
@@ -152,12 +152,10 @@ BX_INLINE void row_grad(const In<T>& p, const Grad<T>& a, int64_t b, int64_t t, 
     cv[d] = acc[d] * sig;
     pre[d] = sig * (T(1) + acc[d] * (T(1) - sig));  // silu'(acc), times dc below
   }
-  if (a.dc) {
-    const T* dcin = a.dc + r * a.sdc;
+  const T* dcin = a.dc + r * a.sdc;
 #pragma omp simd
-    for (int64_t d = 0; d < D; ++d) dcr[d] = dcin[d];
-  }
-  bd_grad<T, BS>(tq, cv, p.Wq, dcr, dWq, a.dc != nullptr, D, bs);
+  for (int64_t d = 0; d < D; ++d) dcr[d] = dcin[d];
+  bd_grad<T, BS>(tq, cv, p.Wq, dcr, dWq, true, D, bs);
   bd_grad<T, BS>(tk, cv, p.Wk, dcr, dWk, true, D, bs);
 #pragma omp simd
   for (int64_t d = 0; d < D; ++d) pre[d] *= dcr[d];
@@ -260,7 +258,7 @@ std::vector<at::Tensor> forward(at::Tensor x, at::Tensor state, at::Tensor wt, a
 }
 
 // Gradients of forward, less those of Wg and bg (one BLAS product on the Python side): dx, dstate,
-// dw (K, D) (transposed like wt), dbias, dWq, dWk, dWv. dc may be undefined (c unused).
+// dw (K, D) (transposed like wt), dbias, dWq, dWk, dWv.
 std::vector<at::Tensor> backward(at::Tensor dc, at::Tensor dq, at::Tensor dk, at::Tensor dv,
                                  at::Tensor dgates, at::Tensor x, at::Tensor state, at::Tensor wt,
                                  at::Tensor cb, at::Tensor Wq, at::Tensor Wk, at::Tensor Wv,
@@ -272,7 +270,7 @@ std::vector<at::Tensor> backward(at::Tensor dc, at::Tensor dq, at::Tensor dk, at
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mlstm_input_backward", [&] {
     using T = scalar_t;
     const auto p = inputs<T>(x, state, wt, cb, Wq, Wk, Wv, Wg, bg, NH);
-    const Grad<T> a{dc.defined() ? dc.data_ptr<T>() : nullptr, dc.defined() ? dc.stride(1) : 0,
+    const Grad<T> a{dc.data_ptr<T>(), dc.stride(1),
                     dq.data_ptr<T>(), dk.data_ptr<T>(), dv.data_ptr<T>(), dq.stride(1),
                     dk.stride(1), dv.stride(1), dgates.data_ptr<T>(), dx.data_ptr<T>(),
                     dstate.data_ptr<T>()};
@@ -298,7 +296,7 @@ std::vector<at::Tensor> backward(at::Tensor dc, at::Tensor dq, at::Tensor dk, at
 @cache
 def load() -> ModuleType | None:
     """The compiled module, built once per machine and cached by torch; None if unavailable."""
-    return build_extension("bioxlstm_mlstm_input_cpu_v6", _SOURCE, ["forward", "backward"],
+    return build_extension("bioxlstm_mlstm_input_cpu_v7", _SOURCE, ["forward", "backward"],
                            "mLSTM input-side CPU kernel")
 
 
@@ -334,10 +332,9 @@ class _MLSTMInputs(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dc: Tensor, dq: Tensor, dk: Tensor, dv: Tensor, dgates: Tensor):
         x, state, wt, cb, Wq, Wk, Wv, Wg, bg, q, k, v = ctx.saved_tensors
-        dq, dk, dv = (torch.zeros_like(q) if g is None else _rows(g) for g in (dq, dk, dv))
-        dgates = (torch.zeros(2, *q.shape[:1], ctx.num_heads, q.shape[1], dtype=q.dtype)
-                  if dgates is None else dgates.contiguous())
-        dc = torch.Tensor() if dc is None else _rows(dc)
+        # autograd passes zeros for outputs that were not used, so every gradient is a tensor
+        dc, dq, dk, dv = (_rows(g) for g in (dc, dq, dk, dv))
+        dgates = dgates.contiguous()
         dx, dstate, dw, db, dWq, dWk, dWv = load().backward(
             dc, dq, dk, dv, dgates, x, state, wt, cb, Wq, Wk, Wv, Wg, bg, ctx.num_heads)
         # gate rows per token: (2, B, NH, S) -> (B S, 2 NH); then one product per input
