@@ -19,26 +19,31 @@ def faults():  # page faults of allocating, filling and freeing a 64 MiB block
     torch.ones(64 * 2**20 // 4).sum()
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
-# the first blocks grow the heap until freed ones coalesce into a gap the block fits in
-warm = next((n for n in range(20) if faults() < 1000), 20)
-print(warm, sum(faults() for _ in range(5)))
+# the heap grows now and then until freed blocks coalesce into gaps a block fits in; how often
+# depends on the small allocations in between, so count the fresh blocks over many rounds
+for _ in range(3):
+    faults()
+print(sum(faults() for _ in range(10)))
 """
 
 
-def run(env_value: str | None) -> tuple[str, int, int]:
+BLOCK = 16_384  # page faults of one fresh 64 MiB block
+
+
+def run(env_value: str | None) -> tuple[str, int]:
     env = {k: v for k, v in os.environ.items() if k != "BIOXLSTM_MALLOC"}
     if env_value is not None:
         env["BIOXLSTM_MALLOC"] = env_value
     out = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True, env=env,
                          check=True).stdout.split()
-    return out[0], int(out[1]), int(out[2])
+    return out[0], int(out[1])
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc only")
 def test_large_blocks_reuse_pages_and_opt_out_restores_default():
-    enabled, warm, faults = run(None)
+    enabled, faults = run(None)
     assert enabled == "True"
-    assert warm < 20 and faults < 1000  # 64 MiB of fresh pages is 16,384 faults
-    disabled, warm, default_faults = run("system")
+    assert faults < 3 * BLOCK  # at most two of ten blocks in fresh pages
+    disabled, default_faults = run("system")
     assert disabled == "False"
-    assert warm == 20 and default_faults > 5 * 16_000  # glibc's default: a fresh mmap per block
+    assert default_faults > 9 * BLOCK  # glibc's default: a fresh mmap for every block
