@@ -23,6 +23,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seq-len", type=int, default=1024, help="sequence length (default 1024)")
     parser.add_argument("--batch", type=int, default=8, help="batch size (default 8)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 mixed precision as the "
+                        "Trainer's bf16 option runs it: float32 weights under torch.autocast")
     parser.add_argument("--rows", type=int, default=25, help="operators to list (default 25)")
     return parser.parse_args(argv)
 
@@ -37,11 +39,17 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
     model = XLSTMLanguageModel(preset(args.preset, **overrides))
     ids = torch.randint(0, model.config.vocab_size, (args.batch, args.seq_len))
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            loss = model.loss(ids)
+        loss.backward()
+
     for _ in range(args.warmup):
-        model.loss(ids).backward()
+        step()
     start = time.perf_counter()
     with profile(record_shapes=True) as prof:
-        model.loss(ids).backward()
+        step()
     seconds = time.perf_counter() - start
     print(f"{args.preset} ({model.config.num_blocks} blocks), B={args.batch}, S={args.seq_len}: "
           f"{seconds:.2f} s per forward+backward under the profiler, "

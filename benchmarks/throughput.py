@@ -12,6 +12,7 @@ import statistics
 import sys
 import time
 from dataclasses import asdict
+from functools import partial
 from typing import Any
 
 import torch
@@ -66,8 +67,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--checkpointing", action="store_true",
                         help="xLSTM models recompute each block in the backward pass (activation "
                              "checkpointing): less memory, about a third more compute")
+    parser.add_argument("--bf16", action="store_true",
+                        help="bfloat16 mixed precision, as the Trainer's bf16 option runs it: "
+                             "float32 weights, every step under torch.autocast to bfloat16")
     add_output_args(parser)
     args = parser.parse_args(argv)
+    if args.bf16 and args.dtype != "float32":
+        parser.error("--bf16 keeps float32 weights; leave --dtype at float32")
     if (args.warmup is not None and args.warmup < 1) or (args.repeats is not None
                                                          and args.repeats < 1):
         parser.error("--warmup and --repeats must be at least 1")
@@ -99,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
                         batch=max(1, args.batch_tokens // seq_len), repeats=args.repeats,
                         warmup=args.warmup, max_seconds=args.max_seconds, device=args.device,
                         dtype=args.dtype, threads=args.threads, checkpointing=args.checkpointing,
-                        phases=[p for p in PHASES if p not in over_budget])
+                        bf16=args.bf16, phases=[p for p in PHASES if p not in over_budget])
             row = run_case(case, over_budget)
             method = row.pop("memory_method", None)
             if method:
@@ -121,7 +127,7 @@ def run_case(case: dict[str, Any], over_budget: dict[str, str]) -> dict[str, Any
     spec = case["spec"]
     row: dict[str, Any] = dict(model=spec["name"], kind=spec["kind"], params=spec["params"],
                                seq_len=case["seq_len"], batch=case["batch"],
-                               checkpointing=case["checkpointing"])
+                               checkpointing=case["checkpointing"], bf16=case["bf16"])
     out, failure = run_worker(__file__, case) if case["phases"] else ("", "")
     for line in out.splitlines():
         if line.startswith("{"):
@@ -158,7 +164,7 @@ def worker(case: dict[str, Any]) -> None:
             continue
         if device == "cuda":
             memory = PeakMemory(device)
-        step = forward_step if phase == "fwd" else train_step
+        step = partial(forward_step if phase == "fwd" else train_step, bf16=case["bf16"])
         try:
             result = measure(step, model, ids, case, deadline, memory)
         except RuntimeError as err:
@@ -195,18 +201,21 @@ def timed(step: Any, model: torch.nn.Module, ids: torch.Tensor, device: str) -> 
     return time.perf_counter() - start
 
 
-def forward_step(model: torch.nn.Module, ids: torch.Tensor) -> None:
-    """Inference forward pass."""
+def forward_step(model: torch.nn.Module, ids: torch.Tensor, bf16: bool = False) -> None:
+    """Inference forward pass, under bfloat16 autocast with bf16."""
     model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast(ids.device.type, torch.bfloat16, enabled=bf16):
         model(ids)
 
 
-def train_step(model: torch.nn.Module, ids: torch.Tensor) -> None:
-    """Forward, next-token cross-entropy and backward; gradients are freed afterwards."""
+def train_step(model: torch.nn.Module, ids: torch.Tensor, bf16: bool = False) -> None:
+    """Forward and next-token cross-entropy (under bfloat16 autocast with bf16), then backward
+    outside autocast as the Trainer does; gradients are freed afterwards."""
     model.train()
-    logits = model(ids).logits[:, :-1]
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), ids[:, 1:].reshape(-1))
+    with torch.autocast(ids.device.type, torch.bfloat16, enabled=bf16):
+        logits = model(ids).logits[:, :-1]
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
+                               ids[:, 1:].reshape(-1))
     loss.backward()
     model.zero_grad(set_to_none=True)
 

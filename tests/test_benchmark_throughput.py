@@ -11,9 +11,9 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
 
 
-def run(tmp_path: Path, seq_lens: str, *extra: str) -> dict:
+def run(tmp_path: Path, seq_lens: str, *extra: str, models: str = "transformer:tiny-mlstm") -> dict:
     out = tmp_path / "out.json"
-    subprocess.run([sys.executable, str(SCRIPT), "--models", "transformer:tiny-mlstm",
+    subprocess.run([sys.executable, str(SCRIPT), "--models", models,
                     "--seq-lens", seq_lens, "--batch-tokens", "128", "--repeats", "1",
                     "--device", "cpu", "--json", str(out), *extra],
                    check=True, capture_output=True, timeout=120)
@@ -29,6 +29,20 @@ def test_throughput_reports_speed_and_memory(tmp_path: Path) -> None:
         for phase in ("fwd", "train"):
             assert row[phase]["status"] == "ok"
             assert row[phase]["tokens_per_s"] > 0 and row[phase]["peak_mib"] >= 0
+
+
+def test_bf16_mixed_precision_runs_and_is_recorded(tmp_path: Path) -> None:
+    report = run(tmp_path, "64", "--bf16", models="tiny-mlstm,transformer:tiny-mlstm")
+    assert report["settings"]["bf16"] is True
+    assert [row["bf16"] for row in report["results"]] == [True, True]
+    assert all(row[phase]["status"] == "ok" for row in report["results"]
+               for phase in ("fwd", "train"))
+
+
+def test_bf16_with_bfloat16_weights_is_refused() -> None:
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--bf16", "--dtype", "bfloat16"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--bf16 keeps float32 weights" in proc.stderr
 
 
 def test_over_budget_case_is_skipped_not_a_crash(tmp_path: Path) -> None:

@@ -45,6 +45,18 @@ def reverse(x: Tensor, lengths: Tensor | None) -> Tensor:
     return x.gather(1, idx)
 
 
+def mixer_dtype(x: Tensor) -> torch.dtype:
+    """float32 for half-precision activations on CPU, else x's dtype.
+
+    On CPU only the dense projections gain from bfloat16 (autocast or bfloat16 weights); the
+    mLSTM's conv, gates, cell and output gate run faster and more accurately in the float32
+    kernels, so half-precision activations are widened between the two projections.
+    """
+    if x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float16):
+        return torch.float32
+    return x.dtype
+
+
 class MLSTMLayer(nn.Module):
     """Up-projection, causal conv, q/k/v, gates, mLSTM cell, per-head norm, skip, down-projection."""
 
@@ -104,6 +116,8 @@ class MLSTMLayer(nn.Module):
         B, S, _ = x.shape
         NH = self.num_heads
         x_m, z = split_linear(x, self.proj_up.weight)
+        proj_dtype = x_m.dtype
+        x_m, z = x_m.to(mixer_dtype(x_m)), z.to(mixer_dtype(z))
         c, q, k, v, i, f, conv_state = self._inputs(x_m, conv_state)
         q, k, v = (t.view(B, S, NH, -1).transpose(1, 2) for t in (q, k, v))
         if self.config.rope:
@@ -124,7 +138,7 @@ class MLSTMLayer(nn.Module):
             y = output_gate_fused(h, c, z, norm_weight, self.skip, self.out_norm.eps)
         else:
             y = torch.addcmul(self.out_norm(h), self.skip, c) * F.silu(z)
-        return self.dropout(self.proj_down(y)), (conv_state, cell_state)
+        return self.dropout(self.proj_down(y.to(proj_dtype))), (conv_state, cell_state)
 
 
 class SLSTMLayer(nn.Module):

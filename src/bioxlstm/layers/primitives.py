@@ -164,9 +164,14 @@ class _SplitLinear(torch.autograd.Function):
 def split_linear(x: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
     """The two halves of F.linear(x, weight) (no bias) along the last dim, as views of one product.
 
-    Under autocast or mixed dtypes autograd's own form runs, which knows their casts.
+    Under autocast both operands are cast to the autocast dtype first, as F.linear would be.
     """
-    if x.dtype != weight.dtype or torch.is_autocast_enabled(x.device.type):
+    device = x.device.type
+    if torch.is_autocast_enabled(device):
+        dtype = torch.get_autocast_dtype(device)
+        with torch.autocast(device, enabled=False):
+            return _SplitLinear.apply(x.to(dtype), weight.to(dtype))
+    if x.dtype != weight.dtype:
         return F.linear(x, weight).chunk(2, dim=-1)
     return _SplitLinear.apply(x, weight)
 
