@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from bioxlstm.errors import CheckpointError, ConfigError
 from bioxlstm.train import (
     TrainConfig,
     Trainer,
+    bf16_is_slow,
     build_scheduler,
     dropout_seed,
     global_target_count,
@@ -170,6 +172,28 @@ def test_two_accumulated_half_batches_equal_one_full_batch(tmp_path):
     for (name, a), b in zip(full.named_parameters(), halves.parameters()):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6, msg=name)
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("avx512_bf16, amx, slow", [(False, False, True), (True, False, False),
+                                                    (False, True, False)])
+def test_bf16_is_slow_only_on_cpus_without_bfloat16_instructions(monkeypatch, avx512_bf16, amx,
+                                                                 slow):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    assert bf16_is_slow(torch.device("cpu")) is slow
+    assert bf16_is_slow(torch.device("meta")) is False
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_trainer_warns_when_bf16_would_be_emulated(monkeypatch, tmp_path, bf16):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    batches = FixedBatches(tokens(64).view(2, 32))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Trainer(tiny_model(), config(bf16=bf16), batches, tmp_path)
+    messages = [str(w.message) for w in caught if "bfloat16 instructions" in str(w.message)]
+    assert len(messages) == int(bf16)
 
 
 def test_metrics_run_info_and_checkpoint_are_written(tmp_path):

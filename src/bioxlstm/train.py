@@ -17,6 +17,7 @@ import random
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,6 +44,17 @@ from bioxlstm.model import IGNORE_INDEX, loss_targets
 SCHEDULES = ("cosine", "constant")
 
 
+def bf16_is_slow(device: torch.device) -> bool:
+    """Whether bfloat16 autocast on device lacks hardware support: a CPU without AVX512-BF16 or
+    AMX (where torch cannot tell, assume it has them)."""
+    if device.type != "cpu":
+        return False
+    probes = [getattr(torch.cpu, name, None)
+              for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    probes = [probe for probe in probes if probe is not None]
+    return bool(probes) and not any(probe() for probe in probes)
+
+
 class NonFiniteLossError(BioXLSTMError, RuntimeError):
     """Training produced non-finite losses or gradients too many steps in a row."""
 
@@ -61,6 +73,8 @@ class TrainConfig:
     batch_size is the global micro-batch: sequences per micro-step summed over all processes (each
     of N torchrun ranks trains on batch_size / N of them), so a run means the same at any world
     size. distributed picks DDP (replicated weights) or FSDP (sharded) when WORLD_SIZE > 1.
+    bf16 runs forward and loss under bfloat16 autocast (float32 weights and optimiser state): on
+    GPUs, and on CPUs with bfloat16 instructions (AVX512-BF16 or AMX), where it is faster.
     """
 
     lr: float = 1e-3
@@ -292,6 +306,10 @@ class Trainer:
             raise ConfigError(f"train config field 'batch_size' ({config.batch_size}) must be a "
                               f"multiple of the number of processes ({self.dist.world_size})")
         self.model = model.to(self.device)
+        if config.bf16 and bf16_is_slow(self.device):
+            warnings.warn("bf16 is on, but this CPU has no bfloat16 instructions (AVX512-BF16 or "
+                          "AMX): autocast will emulate them and likely run slower than float32",
+                          stacklevel=2)
         if config.activation_checkpointing:
             if not hasattr(model, "gradient_checkpointing"):
                 raise ConfigError("'activation_checkpointing' needs a model with gradient_checkpointing()")
