@@ -44,6 +44,8 @@ def make(B, S, D, K, bs, NH, dtype, strided):
 @pytest.mark.parametrize("B,S,D,K,bs,NH,strided", [
     (2, 7, 16, 4, 4, 2, True), (1, 1, 8, 4, 4, 1, False), (3, 2, 12, 4, 2, 3, False),
     (2, 5, 16, 2, 8, 4, True), (1, 33, 24, 3, 4, 2, False),
+    # blocks of 4 with D not a multiple of 8 (no diagonal path), and D with a vector tail
+    (2, 9, 20, 4, 4, 2, True), (1, 6, 10, 3, 2, 1, False),
     # several 256-row backward segments, the last one shorter than the conv's K - 1 halo
     (1, 600, 8, 4, 4, 2, False), (2, 258, 8, 4, 2, 2, True),
 ])
@@ -67,8 +69,9 @@ def test_gradcheck_with_unused_outputs():
         *a, 2)[3:]], args)
 
 
-def test_float32_close_to_float64():
-    args, _ = make(2, 64, 32, 4, 4, 2, torch.float32, False)
+@pytest.mark.parametrize("S,D", [(64, 32), (37, 20)])
+def test_float32_close_to_float64(S, D):
+    args, _ = make(2, S, D, 4, 4, 2, torch.float32, False)
     out = mlstm_input_cpu.mlstm_inputs_fused(*args, 2)
     ref = reference(*[a.double() for a in args], 2)
     for o, e in zip(out, ref):

@@ -23,8 +23,39 @@ from bioxlstm.layers.cpu_build import SIMD_PRELUDE, build_extension
 _SOURCE = SIMD_PRELUDE + r"""
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
+
+// 32-byte vectors and, for blocks of 4, rotations within each group of 4 lanes: rot<s>(y) holds
+// y[4 g + (j + s) % 4] in lane 4 g + j.
+template <typename T> struct Vec;
+template <> struct Vec<float> {
+  typedef float v __attribute__((vector_size(32)));
+  typedef int32_t m __attribute__((vector_size(32)));
+};
+template <> struct Vec<double> {
+  typedef double v __attribute__((vector_size(32)));
+  typedef int64_t m __attribute__((vector_size(32)));
+};
+template <typename T> constexpr int64_t kLanes = 32 / sizeof(T);
+template <typename T> BX_INLINE typename Vec<T>::v vload(const T* p) {
+  typename Vec<T>::v r;
+  std::memcpy(&r, p, sizeof r);
+  return r;
+}
+template <typename T> BX_INLINE void vstore(T* p, typename Vec<T>::v x) {
+  std::memcpy(p, &x, sizeof x);
+}
+template <int s> BX_INLINE Vec<float>::v rot(Vec<float>::v y) {
+  return __builtin_shuffle(y, Vec<float>::m{s & 3, (1 + s) & 3, (2 + s) & 3, (3 + s) & 3,
+                                             4 + (s & 3), 4 + ((1 + s) & 3), 4 + ((2 + s) & 3),
+                                             4 + ((3 + s) & 3)});
+}
+template <int s> BX_INLINE Vec<double>::v rot(Vec<double>::v y) {
+  return __builtin_shuffle(y, Vec<double>::m{s & 3, (1 + s) & 3, (2 + s) & 3, (3 + s) & 3});
+}
 
 // Shapes and pointers shared by both directions. x (B, S, D) may be a row-strided view (half of
 // the up-projection); the conv state is the K - 1 rows before x; wt is the conv weight as (K, D);
@@ -41,23 +72,55 @@ template <typename T> struct In {
   BX_INLINE int64_t gate_at(int64_t g, int64_t b, int64_t t) const {
     return (((g / NH) * B + b) * NH + g % NH) * S + t;
   }
-  // pre-activation of the conv at token (b, t) into acc (D)
+  // pre-activation of the conv at token (b, t) into acc (D), each vector summed in a register
   BX_INLINE void conv(int64_t b, int64_t t, T* acc) const {
-    const T* x0 = xrow(b, t);
-#pragma omp simd
-    for (int64_t d = 0; d < D; ++d) acc[d] = cb[d] + x0[d] * wt[d];
-    for (int64_t k = 1; k < K; ++k) {
-      const T *xk = xrow(b, t + k), *wk = wt + k * D;
-#pragma omp simd
-      for (int64_t d = 0; d < D; ++d) acc[d] += xk[d] * wk[d];
+    using V = typename Vec<T>::v;
+    int64_t d = 0;
+    for (; d + kLanes<T> <= D; d += kLanes<T>) {
+      V s = vload(cb + d);
+      for (int64_t k = 0; k < K; ++k) s += vload(xrow(b, t + k) + d) * vload(wt + k * D + d);
+      vstore(acc + d, s);
+    }
+    for (; d < D; ++d) {
+      T s = cb[d];
+      for (int64_t k = 0; k < K; ++k) s += xrow(b, t + k)[d] * wt[k * D + d];
+      acc[d] = s;
     }
   }
 };
 
+// Blocks of 4 as four diagonals, so every lane does useful work: out = sum_s rot<s>(y) * Wd[s]
+// with Wd (4, D) laid out by `diagonals` for the product wanted; D a multiple of 8.
+template <typename T>
+BX_INLINE void bd4(const T* y, const T* Wd, T* out, int64_t D, bool add) {
+  using V = typename Vec<T>::v;
+  for (int64_t d = 0; d < D; d += kLanes<T>) {
+    const V y0 = vload(y + d);
+    V acc = y0 * vload(Wd + d) + rot<1>(y0) * vload(Wd + D + d) +
+            rot<2>(y0) * vload(Wd + 2 * D + d) + rot<3>(y0) * vload(Wd + 3 * D + d);
+    if (add) acc += vload(out + d);
+    vstore(out + d, acc);
+  }
+}
+// Ad[s] += rot<s>(dy) * x: the weight gradient of a block-4 map as four diagonals, which
+// `from_diagonals` maps back to (D / 4, 4, 4).
+template <typename T>
+BX_INLINE void bd4_outer(const T* dy, const T* x, T* Ad, int64_t D) {
+  using V = typename Vec<T>::v;
+  for (int64_t d = 0; d < D; d += kLanes<T>) {
+    const V y0 = vload(dy + d), xv = vload(x + d);
+    vstore(Ad + d, vload(Ad + d) + y0 * xv);
+    vstore(Ad + D + d, vload(Ad + D + d) + rot<1>(y0) * xv);
+    vstore(Ad + 2 * D + d, vload(Ad + 2 * D + d) + rot<2>(y0) * xv);
+    vstore(Ad + 3 * D + d, vload(Ad + 3 * D + d) + rot<3>(y0) * xv);
+  }
+}
+
 // y = BD(x): y[g bs + o] = sum_i x[g bs + i] W[g, o, i], from Wt[g, i, o] (W transposed per
-// block) as rows of Wt times a scalar: with BS fixed, a few short-vector multiply-adds per block.
+// block) as rows of Wt times a scalar; blocks of 4 go to `bd4` with Wt as diagonals.
 template <typename T, int64_t BS>
 BX_INLINE void bd(const T* x, const T* Wt, T* y, int64_t D, int64_t rbs) {
+  if constexpr (BS == 4) return bd4(x, Wt, y, D, false);
   const int64_t bs = BS ? BS : rbs;
   T out[BS ? BS : 64];  // MAX_BLOCK on the Python side
   for (int64_t g = 0; g < D / bs; ++g) {
@@ -70,10 +133,15 @@ BX_INLINE void bd(const T* x, const T* Wt, T* y, int64_t D, int64_t rbs) {
 }
 
 // dx (+)= BD^T(dy), and dW[g, o, i] += dy[g bs + o] x[g bs + i] unless dW is null. Written as
-// rows of W times a scalar, so with BS fixed each group is a few short-vector multiply-adds.
+// rows of W times a scalar; blocks of 4 go to `bd4` and `bd4_outer`, W and dW as diagonals.
 template <typename T, int64_t BS>
 BX_INLINE void bd_grad(const T* dy, const T* x, const T* W, T* dx, T* dW, bool add, int64_t D,
                        int64_t rbs) {
+  if constexpr (BS == 4) {
+    bd4(dy, W, dx, D, add);
+    if (dW) bd4_outer(dy, x, dW, D);
+    return;
+  }
   const int64_t bs = BS ? BS : rbs;
   T out[BS ? BS : 64];  // MAX_BLOCK on the Python side
   for (int64_t g = 0; g < D / bs; ++g) {
@@ -121,30 +189,62 @@ template <typename T> struct Grad {
   T *dx, *dstate;
 };
 
-// One token row (b, t): the total q/k/v gradients (the cell's plus the gates'), BD^T of q and k
-// into dc, and the conv pre-activation gradient into pre. With part (not a halo row) also
+// Rows per pass of `gate_grads`: they share each load of the gates' weights.
+constexpr int kGateRows = 4;
+
+// For rows t .. t + R - 1 of sequence b, out[r] = [dq; dk; dv] of row t + r plus the gates' share
+// sum_g dgate[g] Wg[g], each (3 D); every sum stays in a register while all gates are added, and
+// the R rows share each load of Wg. gr is scratch for R x G gate gradients.
+template <typename T, int R>
+BX_INLINE void gate_grads(const In<T>& p, const Grad<T>& a, int64_t b, int64_t t, T* gr, T* out) {
+  using V = typename Vec<T>::v;
+  const int64_t D = p.D, G = 2 * p.NH, row = b * p.S + t;
+  for (int r = 0; r < R; ++r)
+    for (int64_t g = 0; g < G; ++g) gr[r * G + g] = a.dgates[p.gate_at(g, b, t + r)];
+  const T* src[R][3];
+  for (int r = 0; r < R; ++r) {
+    src[r][0] = a.dq + (row + r) * a.sdq;
+    src[r][1] = a.dk + (row + r) * a.sdk;
+    src[r][2] = a.dv + (row + r) * a.sdv;
+  }
+  int64_t d = 0;
+  for (; d + kLanes<T> <= D; d += kLanes<T>) {
+    V acc[R][3];
+    for (int r = 0; r < R; ++r)
+      for (int j = 0; j < 3; ++j) acc[r][j] = vload(src[r][j] + d);
+    for (int64_t g = 0; g < G; ++g) {
+      const T* w = p.Wg + g * 3 * D + d;
+      const V w0 = vload(w), w1 = vload(w + D), w2 = vload(w + 2 * D);
+      for (int r = 0; r < R; ++r) {
+        const T gg = gr[r * G + g];
+        acc[r][0] += gg * w0;
+        acc[r][1] += gg * w1;
+        acc[r][2] += gg * w2;
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      for (int j = 0; j < 3; ++j) vstore(out + r * 3 * D + j * D + d, acc[r][j]);
+  }
+  for (; d < D; ++d)
+    for (int r = 0; r < R; ++r)
+      for (int j = 0; j < 3; ++j) {
+        T sum = src[r][j][d];
+        for (int64_t g = 0; g < G; ++g) sum += gr[r * G + g] * p.Wg[g * 3 * D + j * D + d];
+        out[r * 3 * D + j * D + d] = sum;
+      }
+}
+
+// One token row (b, t), given its total q/k/v gradients tg (3 D) from `gate_grads`: BD^T of q
+// and k into dc, and the conv pre-activation gradient into pre. With part (not a halo row) also
 // dx = BD_v^T(dv) and the weight sums: dWq, dWk, dWv (D bs each), dw (K, D), dbias (D).
 template <typename T, int64_t BS>
-BX_INLINE void row_grad(const In<T>& p, const Grad<T>& a, int64_t b, int64_t t, T* pre, T* part,
-                        T* buf) {
-  const int64_t D = p.D, K = p.K, G = 2 * p.NH, bs = BS ? BS : p.bs, r = b * p.S + t;
-  T *tq = buf, *tk = buf + D, *tv = buf + 2 * D, *acc = buf + 3 * D, *cv = buf + 4 * D;
-  T *dcr = buf + 5 * D;
+BX_INLINE void row_grad(const In<T>& p, const Grad<T>& a, int64_t b, int64_t t, const T* tg,
+                        T* pre, T* part, T* buf) {
+  const int64_t D = p.D, K = p.K, bs = BS ? BS : p.bs, r = b * p.S + t;
+  const T *tq = tg, *tk = tg + D, *tv = tg + 2 * D;
+  T *acc = buf, *cv = buf + D, *dcr = buf + 2 * D;
   T *dWq = nullptr, *dWk = nullptr;
   if (part) { dWq = part; dWk = part + D * bs; }
-  const T *dqr = a.dq + r * a.sdq, *dkr = a.dk + r * a.sdk, *dvr = a.dv + r * a.sdv;
-#pragma omp simd
-  for (int64_t d = 0; d < D; ++d) { tq[d] = dqr[d]; tk[d] = dkr[d]; tv[d] = dvr[d]; }
-  for (int64_t g = 0; g < G; ++g) {
-    const T gr = a.dgates[p.gate_at(g, b, t)];
-    const T* w = p.Wg + g * 3 * D;
-#pragma omp simd
-    for (int64_t d = 0; d < D; ++d) {
-      tq[d] += gr * w[d];
-      tk[d] += gr * w[D + d];
-      tv[d] += gr * w[2 * D + d];
-    }
-  }
   p.conv(b, t, acc);
 #pragma omp simd
   for (int64_t d = 0; d < D; ++d) {
@@ -180,8 +280,17 @@ template <typename T, int64_t BS>
 BX_INLINE void backward_segment(const In<T>& p, const Grad<T>& a, int64_t b, int64_t s0,
                                 int64_t s1, T* part, T* buf, T* ring) {
   const int64_t D = p.D, K = p.K, S = p.S;
+  const int64_t end = std::min(S, s1 + K - 1);
+  T *gr = buf + 3 * D, *tg = gr + kGateRows * 2 * p.NH;
   for (int64_t t = s0; t < s1 + K - 1; ++t) {
-    if (t < S) row_grad<T, BS>(p, a, b, t, ring + (t % K) * D, t < s1 ? part : nullptr, buf);
+    const int64_t slot = (t - s0) % kGateRows;
+    if (t < S && slot == 0) {
+      if (t + kGateRows <= end) gate_grads<T, kGateRows>(p, a, b, t, gr, tg);
+      else for (int64_t u = t; u < end; ++u) gate_grads<T, 1>(p, a, b, u, gr, tg + (u - t) * 3 * D);
+    }
+    if (t < S)
+      row_grad<T, BS>(p, a, b, t, tg + slot * 3 * D, ring + (t % K) * D, t < s1 ? part : nullptr,
+                      buf);
     const int64_t s = t - K + 1;
     if (s >= s0) {
       T* dxr = a.dx + (b * S + s) * D;
@@ -210,27 +319,57 @@ BX_INLINE void backward_segment(const In<T>& p, const Grad<T>& a, int64_t b, int
 // Rows per backward task: long enough that the K - 1 recomputed halo rows cost little.
 constexpr int64_t kSegment = 256;
 
+// Blocks of 4 take the four-diagonal path (`bd4`) when D is a multiple of 8.
+static bool diagonal_path(int64_t bs, int64_t D) { return bs == 4 && D % 8 == 0; }
+
 // Entry points per dtype and block size, each built for every target in BX_CLONES.
 #define BX_ENTRY(T)                                                                           \
   BX_CLONES static void fwd(const In<T>& p, T* c, T* q, T* k, T* v, T* g, int64_t s,         \
                             int64_t e) {                                                      \
-    if (p.bs == 4) forward_rows<T, 4>(p, c, q, k, v, g, s, e);                                \
+    if (diagonal_path(p.bs, p.D)) forward_rows<T, 4>(p, c, q, k, v, g, s, e);                 \
     else forward_rows<T, 0>(p, c, q, k, v, g, s, e);                                          \
   }                                                                                           \
   BX_CLONES static void bwd(const In<T>& p, const Grad<T>& a, int64_t b, int64_t s0,           \
                             int64_t s1, T* part, T* buf, T* ring) {                           \
-    if (p.bs == 4) backward_segment<T, 4>(p, a, b, s0, s1, part, buf, ring);                   \
+    if (diagonal_path(p.bs, p.D)) backward_segment<T, 4>(p, a, b, s0, s1, part, buf, ring);    \
     else backward_segment<T, 0>(p, a, b, s0, s1, part, buf, ring);                             \
   }
 BX_ENTRY(float)
 BX_ENTRY(double)
 
+// Block-4 weights W (D / 4, 4, 4) as four diagonals (4, D) for `bd4`: for the forward product
+// Wd[s][4 g + j] = W[g, j, (j + s) % 4], for the transposed one W[g, (j + s) % 4, j].
+template <typename T> static at::Tensor diagonals(const at::Tensor& W, bool transposed) {
+  const int64_t D = 4 * W.size(0);
+  auto out = at::empty({4, D}, W.options());
+  const T* w = W.data_ptr<T>();
+  T* o = out.data_ptr<T>();
+  for (int64_t s = 0; s < 4; ++s)
+    for (int64_t g = 0; g < D / 4; ++g)
+      for (int64_t j = 0; j < 4; ++j) {
+        const int64_t r = (j + s) & 3;
+        o[s * D + 4 * g + j] = transposed ? w[(g * 4 + r) * 4 + j] : w[(g * 4 + j) * 4 + r];
+      }
+  return out;
+}
+// The weight gradient from its diagonals Ad (4, D) (`bd4_outer`): dW[g, (j + s) % 4, j].
+template <typename T> static at::Tensor from_diagonals(const at::Tensor& Ad) {
+  const int64_t D = Ad.size(1);
+  auto dW = at::empty({D / 4, 4, 4}, Ad.options());
+  const T* a = Ad.data_ptr<T>();
+  T* w = dW.data_ptr<T>();
+  for (int64_t s = 0; s < 4; ++s)
+    for (int64_t g = 0; g < D / 4; ++g)
+      for (int64_t j = 0; j < 4; ++j) w[(g * 4 + ((j + s) & 3)) * 4 + j] = a[s * D + 4 * g + j];
+  return dW;
+}
+
 template <typename T>
 static In<T> inputs(const at::Tensor& x, const at::Tensor& state, const at::Tensor& wt,
                     const at::Tensor& cb, const at::Tensor& Wq, const at::Tensor& Wk,
                     const at::Tensor& Wv, const at::Tensor& Wg, const at::Tensor& bg,
-                    int64_t NH) {
-  return {x.size(0), x.size(1), x.size(2), wt.size(0), Wq.size(1), NH,
+                    int64_t bs, int64_t NH) {
+  return {x.size(0), x.size(1), x.size(2), wt.size(0), bs, NH,
           x.data_ptr<T>(), x.stride(0), x.stride(1), state.data_ptr<T>(), wt.data_ptr<T>(),
           cb.data_ptr<T>(), Wq.data_ptr<T>(), Wk.data_ptr<T>(), Wv.data_ptr<T>(),
           Wg.data_ptr<T>(), bg.data_ptr<T>()};
@@ -246,10 +385,13 @@ std::vector<at::Tensor> forward(at::Tensor x, at::Tensor state, at::Tensor wt, a
   auto v = at::empty_like(c), gates = at::empty({2, B, NH, S}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mlstm_input_forward", [&] {
     using T = scalar_t;
-    // the forward reads the blocks transposed
-    const auto Wqt = Wq.transpose(1, 2).contiguous(), Wkt = Wk.transpose(1, 2).contiguous();
-    const auto Wvt = Wv.transpose(1, 2).contiguous();
-    const auto p = inputs<T>(x, state, wt, cb, Wqt, Wkt, Wvt, Wg, bg, NH);
+    // the forward reads the blocks transposed, or as diagonals
+    const bool diag = diagonal_path(Wq.size(1), D);
+    const auto layout = [&](const at::Tensor& W) {
+      return diag ? diagonals<T>(W, false) : W.transpose(1, 2).contiguous();
+    };
+    const auto Wqt = layout(Wq), Wkt = layout(Wk), Wvt = layout(Wv);
+    const auto p = inputs<T>(x, state, wt, cb, Wqt, Wkt, Wvt, Wg, bg, Wq.size(1), NH);
     T *cp = c.data_ptr<T>(), *qp = q.data_ptr<T>(), *kp = k.data_ptr<T>();
     T *vp = v.data_ptr<T>(), *gp = gates.data_ptr<T>();
     at::parallel_for(0, B * S, 16, [&](int64_t s, int64_t e) { fwd(p, cp, qp, kp, vp, gp, s, e); });
@@ -267,16 +409,19 @@ std::vector<at::Tensor> backward(at::Tensor dc, at::Tensor dq, at::Tensor dk, at
   auto dx = at::empty({B, S, D}, x.options()), dstate = at::empty({B, K - 1, D}, x.options());
   const int64_t width = 3 * D * bs + (K + 1) * D, segs = (S + kSegment - 1) / kSegment;
   auto part = at::zeros({at::get_num_threads(), width}, x.options());
+  const bool diag = diagonal_path(bs, D);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mlstm_input_backward", [&] {
     using T = scalar_t;
-    const auto p = inputs<T>(x, state, wt, cb, Wq, Wk, Wv, Wg, bg, NH);
+    const auto layout = [&](const at::Tensor& W) { return diag ? diagonals<T>(W, true) : W; };
+    const auto Wqd = layout(Wq), Wkd = layout(Wk), Wvd = layout(Wv);
+    const auto p = inputs<T>(x, state, wt, cb, Wqd, Wkd, Wvd, Wg, bg, bs, NH);
     const Grad<T> a{dc.data_ptr<T>(), dc.stride(1),
                     dq.data_ptr<T>(), dk.data_ptr<T>(), dv.data_ptr<T>(), dq.stride(1),
                     dk.stride(1), dv.stride(1), dgates.data_ptr<T>(), dx.data_ptr<T>(),
                     dstate.data_ptr<T>()};
     T* pp = part.data_ptr<T>();
     at::parallel_for(0, B * segs, 1, [&](int64_t lo, int64_t hi) {
-      std::vector<T> buf(6 * D, T(0)), ring(K * D);
+      std::vector<T> buf((3 + 3 * kGateRows) * D + kGateRows * 2 * NH, T(0)), ring(K * D);
       for (int64_t u = lo; u < hi; ++u) {
         const int64_t b = u / segs, s0 = (u % segs) * kSegment;
         bwd(p, a, b, s0, std::min(S, s0 + kSegment), pp + at::get_thread_num() * width,
@@ -285,7 +430,17 @@ std::vector<at::Tensor> backward(at::Tensor dc, at::Tensor dq, at::Tensor dk, at
     });
   });
   auto sums = part.sum(0);
-  auto dW = sums.narrow(0, 0, 3 * D * bs).view({3, D / bs, bs, bs});
+  std::vector<at::Tensor> dW;
+  for (int64_t j = 0; j < 3; ++j) {
+    auto Wj = sums.narrow(0, j * D * bs, D * bs);
+    if (diag) {
+      AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mlstm_input_dw", [&] {
+        dW.push_back(from_diagonals<scalar_t>(Wj.view({4, D})));
+      });
+    } else {
+      dW.push_back(Wj.view({D / bs, bs, bs}));
+    }
+  }
   auto dw = sums.narrow(0, 3 * D * bs, K * D).view({K, D});
   auto db = sums.narrow(0, 3 * D * bs + K * D, D);
   return {dx, dstate, dw, db, dW[0], dW[1], dW[2]};
@@ -296,7 +451,7 @@ std::vector<at::Tensor> backward(at::Tensor dc, at::Tensor dq, at::Tensor dk, at
 @cache
 def load() -> ModuleType | None:
     """The compiled module, built once per machine and cached by torch; None if unavailable."""
-    return build_extension("bioxlstm_mlstm_input_cpu_v7", _SOURCE, ["forward", "backward"],
+    return build_extension("bioxlstm_mlstm_input_cpu_v8", _SOURCE, ["forward", "backward"],
                            "mLSTM input-side CPU kernel")
 
 
