@@ -33,6 +33,7 @@ template <typename T>
 BX_INLINE void forward_rows(const Gate<T>& p, T* y, T* mean, T* rstd, int64_t begin,
                             int64_t end) {
   const int64_t D = p.D, DH = D / p.NH;
+  const T *w = p.w, *skip = p.skip;
   for (int64_t r = begin; r < end; ++r) {
     const T *hr = p.h + r * p.sh, *cr = p.c + r * p.sc, *zr = p.z + r * p.sz;
     T* yr = y + r * D;
@@ -49,7 +50,7 @@ BX_INLINE void forward_rows(const Gate<T>& p, T* y, T* mean, T* rstd, int64_t be
       rstd[r * p.NH + g] = rs;
 #pragma omp simd
       for (int64_t e = o; e < o + DH; ++e) {
-        const T gv = (hr[e] - mu) * rs * (T(1) + p.w[e]) + p.skip[e] * cr[e];
+        const T gv = (hr[e] - mu) * rs * (T(1) + w[e]) + skip[e] * cr[e];
         yr[e] = gv * zr[e] / (T(1) + std::exp(-zr[e]));
       }
     }
@@ -62,6 +63,7 @@ BX_INLINE void backward_rows(const Gate<T>& p, const T* dy, int64_t sdy, const T
                              const T* rstd, T* dh, T* dc, T* dz, T* part, T* buf, int64_t begin,
                              int64_t end) {
   const int64_t D = p.D, DH = D / p.NH;
+  const T *w = p.w, *skip = p.skip;  // locals: stores in the loops could alias p's fields
   T *dw = part, *dskip = part + D, *xh = buf, *dxh = buf + DH;
   for (int64_t r = begin; r < end; ++r) {
     const T *hr = p.h + r * p.sh, *cr = p.c + r * p.sc, *zr = p.z + r * p.sz, *gr = dy + r * sdy;
@@ -74,14 +76,14 @@ BX_INLINE void backward_rows(const Gate<T>& p, const T* dy, int64_t sdy, const T
       for (int64_t e = 0; e < DH; ++e) {
         const int64_t d = o + e;
         const T x = (hr[d] - mu) * rs, sig = T(1) / (T(1) + std::exp(-zr[d]));
-        const T gv = x * (T(1) + p.w[d]) + p.skip[d] * cr[d];
+        const T gv = x * (T(1) + w[d]) + skip[d] * cr[d];
         const T dg = gr[d] * zr[d] * sig;
         dzr[d] = gr[d] * gv * sig * (T(1) + zr[d] * (T(1) - sig));
         dskip[d] += dg * cr[d];
-        dcr[d] = dg * p.skip[d];
+        dcr[d] = dg * skip[d];
         dw[d] += dg * x;
         xh[e] = x;
-        dxh[e] = dg * (T(1) + p.w[d]);
+        dxh[e] = dg * (T(1) + w[d]);
         s1 += dxh[e];
         s2 += dxh[e] * x;
       }
@@ -156,7 +158,7 @@ std::vector<at::Tensor> backward(at::Tensor dy, at::Tensor h, at::Tensor c, at::
 @cache
 def load() -> ModuleType | None:
     """The compiled module, built once per machine and cached by torch; None if unavailable."""
-    return build_extension("bioxlstm_mlstm_output_cpu_v2", _SOURCE, ["forward", "backward"],
+    return build_extension("bioxlstm_mlstm_output_cpu_v3", _SOURCE, ["forward", "backward"],
                            "mLSTM output-gate CPU kernel")
 
 
