@@ -1,0 +1,30 @@
+"""The paired benchmark alternates models in one process and reports speeds and ratios."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "paired.py"
+
+
+def test_paired_reports_speeds_and_ratios(tmp_path: Path) -> None:
+    out = tmp_path / "paired.json"
+    subprocess.run([sys.executable, str(SCRIPT), "--models", "tiny-mlstm,transformer:tiny-mlstm",
+                    "--seq-len", "32", "--batch-tokens", "64", "--rounds", "3", "--warmup", "1",
+                    "--json", str(out)], check=True, capture_output=True, timeout=120)
+    report = json.loads(out.read_text())
+    assert report["batch"] == 2 and report["machine"]["torch"]
+    first, second = report["results"]
+    assert [first["model"], second["model"]] == ["tiny-mlstm", "transformer:tiny-mlstm"]
+    assert first["ratio_to_first"] == 1.0
+    for row in (first, second):
+        assert len(row["calls_tokens_per_s"]) == 3 and row["tokens_per_s"] > 0
+    calls = [a / b for a, b in zip(second["calls_tokens_per_s"], first["calls_tokens_per_s"])]
+    assert abs(second["ratio_to_first"] - sorted(calls)[1]) < 1e-9
+
+
+def test_paired_rejects_bad_options() -> None:
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--rounds", "0"], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2 and "--rounds" in proc.stderr
