@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bioxlstm.errors import ConfigError
+from bioxlstm.layers.dense import Linear
 from bioxlstm.model import loss_targets, token_cross_entropy
 from bioxlstm.sampling import sample_next
 
@@ -131,8 +132,8 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
         self.num_heads, self.head_dim = config.num_heads, config.head_dim
-        self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=False)
-        self.out = nn.Linear(config.d_model, config.d_model, bias=False)
+        self.qkv = Linear(config.d_model, 3 * config.d_model, bias=False)
+        self.out = Linear(config.d_model, config.d_model, bias=False)
         self.dropout = config.dropout
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache | None, layer: int
@@ -159,8 +160,8 @@ class FeedForward(nn.Module):
         super().__init__()
         self.gated = config.ffn == "swiglu"
         hidden = config.ffn_inner_dim
-        self.up = nn.Linear(config.d_model, (2 if self.gated else 1) * hidden, bias=False)
-        self.down = nn.Linear(hidden, config.d_model, bias=False)
+        self.up = Linear(config.d_model, (2 if self.gated else 1) * hidden, bias=False)
+        self.down = Linear(hidden, config.d_model, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.gated:

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from bioxlstm.config import ModelConfig
 from bioxlstm.layers.backends import mlstm_kernel
+from bioxlstm.layers.dense import linear
 from bioxlstm.layers.mlstm import mlstm_step
 from bioxlstm.layers.mlstm_input_cpu import inputs_supported, mlstm_inputs_fused
 from bioxlstm.layers.mlstm_output_cpu import output_gate_fused, output_gate_supported
@@ -138,7 +139,8 @@ class MLSTMLayer(nn.Module):
             y = output_gate_fused(h, c, z, norm_weight, self.skip, self.out_norm.eps)
         else:
             y = torch.addcmul(self.out_norm(h), self.skip, c) * F.silu(z)
-        return self.dropout(self.proj_down(y.to(proj_dtype))), (conv_state, cell_state)
+        y = linear(y.to(proj_dtype), self.proj_down.weight)
+        return self.dropout(y), (conv_state, cell_state)
 
 
 class SLSTMLayer(nn.Module):

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bioxlstm.layers.dense import mm_t
+
 
 def small_init_(weight: Tensor, dim: int) -> Tensor:
     """'small' init: N(0, sqrt(2 / (5 d))) (SPEC section 1)."""
@@ -147,15 +149,16 @@ class _SplitLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, W: Tensor) -> tuple[Tensor, Tensor]:
         ctx.save_for_backward(x, W)
-        return F.linear(x, W).chunk(2, dim=-1)
+        flat = x.reshape(-1, x.shape[-1])
+        return mm_t(flat, W).view(*x.shape[:-1], W.shape[0]).chunk(2, dim=-1)
 
     @staticmethod
     def backward(ctx, da: Tensor, db: Tensor):
         x, W = ctx.saved_tensors
         half = W.shape[0] // 2
         rows = [g.reshape(-1, half) for g in (da, db)]  # autograd fills an unused half with zeros
-        dx = torch.mm(rows[0], W[:half])
-        dx.addmm_(rows[1], W[half:])
+        dx = mm_t(rows[0], W[:half].t())
+        dx += mm_t(rows[1], W[half:].t())
         flat = x.reshape(-1, x.shape[-1])
         dW = torch.cat([g.t() @ flat for g in rows])
         return dx.view_as(x), dW

@@ -1,0 +1,83 @@
+"""Dense products x W^T on CPU through oneDNN, which runs them faster than the default BLAS.
+
+In float32 on CPU, `F.linear` goes to MKL's SGEMM; oneDNN's matmul (the `mkldnn::_linear_pointwise`
+op that torch.compile uses for CPU linears) runs the same products with AVX-512 kernels: on the
+2-core AMD EPYC of docs/performance.md, 205 against 149 GFLOP/s for an (8192 x 256) x (256 x 1024)
+product. `linear` takes that path for the forward product and the input gradient; the weight
+gradient stays with `torch.mm`, which is as fast there without transposed copies. Other dtypes,
+autocast, other devices, a torch without the op (checked once against `F.linear`) or
+BIOXLSTM_NO_EXTENSIONS=1 take `F.linear`.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@cache
+def onednn_available() -> bool:
+    """Whether torch's oneDNN linear op exists here and agrees with F.linear on a small product."""
+    if os.environ.get("BIOXLSTM_NO_EXTENSIONS") == "1" or not torch.backends.mkldnn.is_available():
+        return False
+    op = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
+    if op is None:
+        return False
+    g = torch.Generator().manual_seed(0)
+    x, w = torch.randn(16, 24, generator=g), torch.randn(8, 24, generator=g)
+    try:
+        return bool(torch.allclose(op(x, w, None, "none", [], ""), F.linear(x, w), atol=1e-4))
+    except (RuntimeError, TypeError):
+        return False
+
+
+def _applies(x: Tensor, weight: Tensor) -> bool:
+    return (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
+            and not torch.is_autocast_enabled("cpu") and onednn_available())
+
+
+def mm_t(x: Tensor, weight: Tensor) -> Tensor:
+    """x (N, K) @ weight (M, K)^T without autograd, through oneDNN where that applies."""
+    if _applies(x, weight):
+        return torch.ops.mkldnn._linear_pointwise(x.contiguous(), weight.contiguous(), None,
+                                                  "none", [], "")
+    return F.linear(x, weight)
+
+
+class _Linear(torch.autograd.Function):
+    """x W^T with oneDNN for the output and the input gradient, torch.mm for the weight's."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        flat = x.reshape(-1, x.shape[-1])
+        return mm_t(flat, weight).view(*x.shape[:-1], weight.shape[0])
+
+    @staticmethod
+    def backward(ctx, dy: Tensor):
+        x, weight = ctx.saved_tensors
+        rows = dy.reshape(-1, weight.shape[0])
+        dx = dw = None
+        if ctx.needs_input_grad[0]:
+            dx = mm_t(rows, weight.t()).view_as(x)
+        if ctx.needs_input_grad[1]:
+            dw = rows.t() @ x.reshape(-1, x.shape[-1])
+        return dx, dw
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """F.linear(x, weight, bias), through oneDNN for float32 on CPU without a bias (module doc)."""
+    if bias is None and _applies(x, weight):
+        return _Linear.apply(x, weight)
+    return F.linear(x, weight, bias)
+
+
+class Linear(nn.Linear):
+    """nn.Linear whose product goes through `linear`; same parameters and state dict keys."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return linear(x, self.weight, self.bias)
