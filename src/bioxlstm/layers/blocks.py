@@ -193,8 +193,8 @@ class GatedFFN(nn.Module):
             wang_init_(self.proj_down.weight, d, config.num_blocks)
 
     def forward(self, x: Tensor) -> Tensor:
-        gate, up = self.proj_up(x).chunk(2, dim=-1)
-        return self.dropout(self.proj_down(F.gelu(gate) * up))
+        gate, up = split_linear(x, self.proj_up.weight)
+        return self.dropout(linear(F.gelu(gate) * up, self.proj_down.weight))
 
 
 class XLSTMBlock(nn.Module):
