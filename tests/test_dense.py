@@ -5,8 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from bioxlstm.layers import dense
-from bioxlstm.layers.dense import Linear, linear
-from bioxlstm.layers.primitives import split_linear
+from bioxlstm.layers.dense import Linear, linear, split_linear
 
 onednn = pytest.mark.skipif(not dense.onednn_available(), reason="no oneDNN linear in this torch")
 
@@ -82,3 +81,19 @@ def test_no_extensions_switch_turns_onednn_off(monkeypatch):
     finally:
         monkeypatch.delenv("BIOXLSTM_NO_EXTENSIONS")
         dense.onednn_available.cache_clear()
+
+
+@pytest.mark.parametrize("use", ["both", "first", "second"])
+def test_split_linear_equals_chunked_linear(use):
+    """Values and gradients, also when only one half is used (the other's gradient is None)."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 6, dtype=torch.float64, requires_grad=True)
+    W = torch.randn(8, 6, dtype=torch.float64, requires_grad=True)
+    results = []
+    for fn in (split_linear, lambda x, W: torch.nn.functional.linear(x, W).chunk(2, dim=-1)):
+        a, b = fn(x, W)
+        loss = {"both": (a * a).sum() + b.sum(), "first": (a * a).sum(), "second": b.sum()}[use]
+        results.append([a, b, *torch.autograd.grad(loss, [x, W])])
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    torch.autograd.gradcheck(lambda x, W: split_linear(x, W), (x, W))

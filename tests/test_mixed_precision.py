@@ -7,7 +7,7 @@ import torch
 from bioxlstm import XLSTMLanguageModel, preset
 from bioxlstm.layers import backends, blocks, mlstm_cpu, mlstm_input_cpu, mlstm_output_cpu
 from bioxlstm.layers.blocks import mixer_dtype
-from bioxlstm.layers.primitives import split_linear
+from bioxlstm.layers.dense import split_linear
 
 kernels_built = pytest.mark.skipif(
     any(m.load() is None for m in (mlstm_cpu, mlstm_input_cpu, mlstm_output_cpu)),

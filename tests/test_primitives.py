@@ -9,7 +9,6 @@ from bioxlstm.layers.primitives import (
     LayerNorm,
     MultiHeadNorm,
     rotary,
-    split_linear,
 )
 
 
@@ -96,19 +95,3 @@ def test_causal_conv_gradients_match_autograd_of_padded_conv1d():
     ref_grads = torch.autograd.grad((ref * up).sum(), (x, conv.weight, conv.bias))
     for a, b in zip(grads, ref_grads):
         torch.testing.assert_close(a, b)
-
-
-@pytest.mark.parametrize("use", ["both", "first", "second"])
-def test_split_linear_equals_chunked_linear(use):
-    """Values and gradients, also when only one half is used (the other's gradient is None)."""
-    torch.manual_seed(0)
-    x = torch.randn(2, 5, 6, dtype=torch.float64, requires_grad=True)
-    W = torch.randn(8, 6, dtype=torch.float64, requires_grad=True)
-    results = []
-    for fn in (split_linear, lambda x, W: torch.nn.functional.linear(x, W).chunk(2, dim=-1)):
-        a, b = fn(x, W)
-        loss = {"both": (a * a).sum() + b.sum(), "first": (a * a).sum(), "second": b.sum()}[use]
-        results.append([a, b, *torch.autograd.grad(loss, [x, W])])
-    for got, want in zip(*results):
-        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
-    torch.autograd.gradcheck(lambda x, W: split_linear(x, W), (x, W))

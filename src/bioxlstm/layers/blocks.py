@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from bioxlstm.config import ModelConfig
 from bioxlstm.layers.backends import mlstm_kernel
-from bioxlstm.layers.dense import linear
+from bioxlstm.layers.dense import linear, split_linear
 from bioxlstm.layers.mlstm import mlstm_step
 from bioxlstm.layers.mlstm_input_cpu import inputs_supported, mlstm_inputs_fused
 from bioxlstm.layers.mlstm_output_cpu import output_gate_fused, output_gate_supported
@@ -26,7 +26,6 @@ from bioxlstm.layers.primitives import (
     MultiHeadNorm,
     rotary,
     small_init_,
-    split_linear,
     wang_init_,
 )
 from bioxlstm.layers.slstm import slstm_scan
@@ -117,8 +116,8 @@ class MLSTMLayer(nn.Module):
         B, S, _ = x.shape
         NH = self.num_heads
         x_m, z = split_linear(x, self.proj_up.weight)
-        proj_dtype = x_m.dtype
-        x_m, z = x_m.to(mixer_dtype(x_m)), z.to(mixer_dtype(z))
+        proj_dtype, wide = x_m.dtype, mixer_dtype(x_m)
+        x_m, z = x_m.to(wide), z.to(wide)
         c, q, k, v, i, f, conv_state = self._inputs(x_m, conv_state)
         q, k, v = (t.view(B, S, NH, -1).transpose(1, 2) for t in (q, k, v))
         if self.config.rope:

@@ -3,8 +3,9 @@
 In float32 on CPU, `F.linear` goes to MKL's SGEMM; oneDNN's matmul (the `mkldnn::_linear_pointwise`
 op that torch.compile uses for CPU linears) runs the same products with AVX-512 kernels: on the
 2-core AMD EPYC of docs/performance.md, 205 against 149 GFLOP/s for an (8192 x 256) x (256 x 1024)
-product. `linear` takes that path for the forward product and the input gradient; the weight
-gradient stays with `torch.mm`, which is as fast there without transposed copies. Other dtypes,
+product. `linear` and `split_linear` take that path for the forward product and the input
+gradient; the weight gradient stays with `torch.mm`, since oneDNN is slower there unless the
+activations are first copied transposed. Other dtypes,
 autocast, other devices, a torch without the op (checked once against `F.linear`) or
 BIOXLSTM_NO_EXTENSIONS=1 take `F.linear`.
 """
@@ -74,6 +75,46 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     if bias is None and _applies(x, weight):
         return _Linear.apply(x, weight)
     return F.linear(x, weight, bias)
+
+
+class _SplitLinear(torch.autograd.Function):
+    """x W^T split into its two halves along the features, without concatenating their gradients.
+
+    Autograd's backward of `linear(x, W).chunk(2, -1)` first copies both halves' gradients into one
+    tensor; here each half's gradient goes straight into the products that need it.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, W: Tensor) -> tuple[Tensor, Tensor]:
+        ctx.save_for_backward(x, W)
+        flat = x.reshape(-1, x.shape[-1])
+        return mm_t(flat, W).view(*x.shape[:-1], W.shape[0]).chunk(2, dim=-1)
+
+    @staticmethod
+    def backward(ctx, da: Tensor, db: Tensor):
+        x, W = ctx.saved_tensors
+        half = W.shape[0] // 2
+        rows = [g.reshape(-1, half) for g in (da, db)]  # autograd fills an unused half with zeros
+        dx = mm_t(rows[0], W[:half].t())
+        dx += mm_t(rows[1], W[half:].t())
+        flat = x.reshape(-1, x.shape[-1])
+        dW = torch.cat([g.t() @ flat for g in rows])
+        return dx.view_as(x), dW
+
+
+def split_linear(x: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
+    """The two halves of F.linear(x, weight) (no bias) along the last dim, as views of one product.
+
+    Under autocast both operands are cast to the autocast dtype first, as F.linear would be.
+    """
+    device = x.device.type
+    if torch.is_autocast_enabled(device):
+        dtype = torch.get_autocast_dtype(device)
+        with torch.autocast(device, enabled=False):
+            return _SplitLinear.apply(x.to(dtype), weight.to(dtype))
+    if x.dtype != weight.dtype:
+        return F.linear(x, weight).chunk(2, dim=-1)
+    return _SplitLinear.apply(x, weight)
 
 
 class Linear(nn.Linear):

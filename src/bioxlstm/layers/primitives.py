@@ -8,8 +8,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bioxlstm.layers.dense import mm_t
-
 
 def small_init_(weight: Tensor, dim: int) -> Tensor:
     """'small' init: N(0, sqrt(2 / (5 d))) (SPEC section 1)."""
@@ -137,46 +135,6 @@ class _SmallBlockMatmul(torch.autograd.Function):
         # 128 tiny blocks would spend its time permuting
         dW = torch.stack([(dys * xs[..., i:i + 1]).sum(0) for i in range(bs)], dim=-1)
         return dx.flatten(-2), dW
-
-
-class _SplitLinear(torch.autograd.Function):
-    """x W^T split into its two halves along the features, without concatenating their gradients.
-
-    Autograd's backward of `linear(x, W).chunk(2, -1)` first copies both halves' gradients into one
-    tensor; here each half's gradient goes straight into the products that need it.
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, W: Tensor) -> tuple[Tensor, Tensor]:
-        ctx.save_for_backward(x, W)
-        flat = x.reshape(-1, x.shape[-1])
-        return mm_t(flat, W).view(*x.shape[:-1], W.shape[0]).chunk(2, dim=-1)
-
-    @staticmethod
-    def backward(ctx, da: Tensor, db: Tensor):
-        x, W = ctx.saved_tensors
-        half = W.shape[0] // 2
-        rows = [g.reshape(-1, half) for g in (da, db)]  # autograd fills an unused half with zeros
-        dx = mm_t(rows[0], W[:half].t())
-        dx += mm_t(rows[1], W[half:].t())
-        flat = x.reshape(-1, x.shape[-1])
-        dW = torch.cat([g.t() @ flat for g in rows])
-        return dx.view_as(x), dW
-
-
-def split_linear(x: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
-    """The two halves of F.linear(x, weight) (no bias) along the last dim, as views of one product.
-
-    Under autocast both operands are cast to the autocast dtype first, as F.linear would be.
-    """
-    device = x.device.type
-    if torch.is_autocast_enabled(device):
-        dtype = torch.get_autocast_dtype(device)
-        with torch.autocast(device, enabled=False):
-            return _SplitLinear.apply(x.to(dtype), weight.to(dtype))
-    if x.dtype != weight.dtype:
-        return F.linear(x, weight).chunk(2, dim=-1)
-    return _SplitLinear.apply(x, weight)
 
 
 class BlockDiagonalLinear(nn.Module):
