@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from bioxlstm.layers.dense import cpu_vendor, onednn_preferred
+
 TRANSFORMER_PREFIX = "transformer:"
 REFERENCE_PREFIX = "reference:"
 DEFAULT_MODELS = ("dna-xlstm-500k", "transformer:dna-xlstm-500k",
@@ -121,6 +123,10 @@ def machine_info(device: str) -> dict[str, Any]:
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "cpu": cpu_model(),
+        "cpu_vendor": cpu_vendor(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_features": cpu_features(),
+        "dense_float32": "onednn" if onednn_preferred() else "blas",
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "memory_gib": round(proc_kib("/proc/meminfo", "MemTotal") / 2**20, 1)
@@ -133,6 +139,20 @@ def machine_info(device: str) -> dict[str, Any]:
         info["gpu"] = torch.cuda.get_device_name()
         info["cuda"] = torch.version.cuda
     return info
+
+
+MATMUL_FEATURES = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def cpu_features() -> list[str]:
+    """Which of the instruction sets that decide matmul speed (MATMUL_FEATURES) this CPU has."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            match = re.search(r"^flags\s*:\s*(.+)$", f.read(), re.MULTILINE)
+    except OSError:
+        match = None
+    flags = set(match.group(1).split()) if match else set()
+    return [name for name in MATMUL_FEATURES if name in flags]
 
 
 def cpu_model() -> str:

@@ -15,6 +15,9 @@ def test_paired_reports_speeds_and_ratios(tmp_path: Path) -> None:
                     "--json", str(out)], check=True, capture_output=True, timeout=120)
     report = json.loads(out.read_text())
     assert report["batch"] == 2 and report["machine"]["torch"]
+    assert report["machine"]["dense_float32"] in ("onednn", "blas")
+    assert set(report["machine"]["cpu_features"]) <= {"avx2", "fma", "avx512f", "avx512_bf16",
+                                                      "amx_bf16", "amx_tile"}
     first, second = report["results"]
     assert [first["model"], second["model"]] == ["tiny-mlstm", "transformer:tiny-mlstm"]
     assert first["ratio_to_first"] == 1.0

@@ -4,10 +4,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from bioxlstm.errors import ConfigError
 from bioxlstm.layers import dense
 from bioxlstm.layers.dense import Linear, linear, split_linear
 
 onednn = pytest.mark.skipif(not dense.onednn_available(), reason="no oneDNN linear in this torch")
+
+
+@pytest.fixture(params=["onednn", "blas"])
+def backend(request, monkeypatch):
+    """Run a test with each choice of float32 product, whatever this CPU's vendor prefers."""
+    monkeypatch.setenv("BIOXLSTM_DENSE", request.param)
+    dense.onednn_preferred.cache_clear()
+    yield request.param
+    monkeypatch.delenv("BIOXLSTM_DENSE")
+    dense.onednn_preferred.cache_clear()
 
 
 def value_and_grads(fn, x, W):
@@ -19,16 +30,46 @@ def value_and_grads(fn, x, W):
     return [*outs, *torch.autograd.grad(loss, [t for t in (x, W) if t.requires_grad])]
 
 
-@onednn
-def test_float32_takes_the_onednn_path():
+def test_float32_takes_the_chosen_path(backend):
+    if backend == "onednn" and not dense.onednn_available():
+        pytest.skip("no oneDNN linear in this torch")
     x = torch.randn(4, 8, requires_grad=True)
-    assert linear(x, torch.randn(6, 8)).grad_fn.name() == "_LinearBackward"
+    name = linear(x, torch.randn(6, 8)).grad_fn.name()
+    assert (name == "_LinearBackward") == (backend == "onednn")
+
+
+@pytest.mark.parametrize("vendor, want", [("AuthenticAMD", True), ("GenuineIntel", False),
+                                          ("", False)])
+@onednn
+def test_auto_choice_follows_the_cpu_vendor(monkeypatch, vendor, want):
+    monkeypatch.delenv("BIOXLSTM_DENSE", raising=False)
+    monkeypatch.setattr(dense, "cpu_vendor", lambda: vendor)
+    dense.onednn_preferred.cache_clear()
+    try:
+        assert dense.onednn_preferred() is want
+    finally:
+        dense.onednn_preferred.cache_clear()
+
+
+def test_bad_dense_choice_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("BIOXLSTM_DENSE", "gpu")
+    dense.onednn_preferred.cache_clear()
+    try:
+        with pytest.raises(ConfigError, match="BIOXLSTM_DENSE must be one of auto, onednn, blas"):
+            linear(torch.randn(3, 8), torch.randn(5, 8))
+    finally:
+        dense.onednn_preferred.cache_clear()
+
+
+def test_cpu_vendor_reads_proc_cpuinfo():
+    vendor = dense.cpu_vendor()
+    assert isinstance(vendor, str) and "\n" not in vendor and vendor == vendor.strip()
 
 
 @pytest.mark.parametrize("shape, transposed, grads", [
     ((2, 37, 24), False, "both"), ((5, 24), True, "both"), ((3, 7, 24), False, "x"),
     ((3, 7, 24), False, "W")])
-def test_linear_equals_f_linear(shape, transposed, grads):
+def test_linear_equals_f_linear(shape, transposed, grads, backend):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(*shape[:-1], shape[-1], generator=g)
     if transposed:  # a non-contiguous input
@@ -52,7 +93,7 @@ def test_other_dtypes_bias_and_autocast_are_f_linear():
     assert got.dtype == torch.bfloat16 and torch.equal(got, want)
 
 
-def test_split_linear_float32_equals_chunked_linear():
+def test_split_linear_float32_equals_chunked_linear(backend):
     g = torch.Generator().manual_seed(1)
     x = torch.randn(2, 33, 16, generator=g, requires_grad=True)
     W = torch.randn(24, 16, generator=g, requires_grad=True)
@@ -62,7 +103,7 @@ def test_split_linear_float32_equals_chunked_linear():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
-def test_linear_module_is_nn_linear_with_the_same_state():
+def test_linear_module_is_nn_linear_with_the_same_state(backend):
     torch.manual_seed(0)
     ours, ref = Linear(8, 6, bias=False), torch.nn.Linear(8, 6, bias=False)
     ref.load_state_dict(ours.state_dict())
@@ -73,14 +114,18 @@ def test_linear_module_is_nn_linear_with_the_same_state():
 
 def test_no_extensions_switch_turns_onednn_off(monkeypatch):
     monkeypatch.setenv("BIOXLSTM_NO_EXTENSIONS", "1")
+    monkeypatch.setenv("BIOXLSTM_DENSE", "onednn")
     dense.onednn_available.cache_clear()
+    dense.onednn_preferred.cache_clear()
     try:
-        assert dense.onednn_available() is False
+        assert dense.onednn_available() is False and dense.onednn_preferred() is False
         x = torch.randn(3, 8, requires_grad=True)
         assert linear(x, torch.randn(5, 8)).grad_fn.name() != "_LinearBackward"
     finally:
         monkeypatch.delenv("BIOXLSTM_NO_EXTENSIONS")
+        monkeypatch.delenv("BIOXLSTM_DENSE")
         dense.onednn_available.cache_clear()
+        dense.onednn_preferred.cache_clear()
 
 
 @pytest.mark.parametrize("use", ["both", "first", "second"])

@@ -1,13 +1,15 @@
-"""Dense products x W^T on CPU through oneDNN, which runs them faster than the default BLAS.
+"""Dense products x W^T on CPU through oneDNN where it runs them faster than the default BLAS.
 
-In float32 on CPU, `F.linear` goes to MKL's SGEMM; oneDNN's matmul (the `mkldnn::_linear_pointwise`
-op that torch.compile uses for CPU linears) runs the same products with AVX-512 kernels: on the
-2-core AMD EPYC of docs/performance.md, 205 against 149 GFLOP/s for an (8192 x 256) x (256 x 1024)
-product. `linear` and `split_linear` take that path for the forward product and the input
-gradient; the weight gradient stays with `torch.mm`, since oneDNN is slower there unless the
-activations are first copied transposed. Other dtypes,
-autocast, other devices, a torch without the op (checked once against `F.linear`) or
-BIOXLSTM_NO_EXTENSIONS=1 take `F.linear`.
+In float32 on CPU, `F.linear` goes to MKL's SGEMM. On AMD CPUs MKL runs AVX2 kernels, and oneDNN's
+matmul (the `mkldnn::_linear_pointwise` op that torch.compile uses for CPU linears) runs the same
+products with AVX-512: on the 2-core AMD EPYC of docs/performance.md, 205 against 149 GFLOP/s for
+an (8192 x 256) x (256 x 1024) product. On Intel CPUs MKL's own AVX-512 kernels are as fast or
+faster (a 2-core Xeon: 326 against 305 GFLOP/s for (8192 x 512) x (512 x 256)), so there `F.linear`
+stays. `linear` and `split_linear` take oneDNN for the forward product and the input gradient; the
+weight gradient stays with `torch.mm`, since oneDNN is slower there unless the activations are
+first copied transposed. Other dtypes, autocast, other devices, a torch without the op (checked
+once against `F.linear`) or BIOXLSTM_NO_EXTENSIONS=1 take `F.linear`. BIOXLSTM_DENSE=onednn or
+=blas overrides the choice by CPU vendor.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from functools import cache
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from bioxlstm.errors import ConfigError
 
 
 @cache
@@ -36,9 +40,36 @@ def onednn_available() -> bool:
         return False
 
 
+DENSE_CHOICES = ("auto", "onednn", "blas")
+
+
+def cpu_vendor() -> str:
+    """The CPU's vendor string from /proc/cpuinfo ("GenuineIntel", "AuthenticAMD"), or ""."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+@cache
+def onednn_preferred() -> bool:
+    """Whether float32 CPU products take oneDNN: BIOXLSTM_DENSE, else yes on AMD CPUs only."""
+    choice = os.environ.get("BIOXLSTM_DENSE", "auto").strip().lower() or "auto"
+    if choice not in DENSE_CHOICES:
+        raise ConfigError(f"BIOXLSTM_DENSE must be one of {', '.join(DENSE_CHOICES)}; "
+                         f"got {choice!r}")
+    if choice == "blas" or not onednn_available():
+        return False
+    return choice == "onednn" or cpu_vendor() == "AuthenticAMD"
+
+
 def _applies(x: Tensor, weight: Tensor) -> bool:
     return (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
-            and not torch.is_autocast_enabled("cpu") and onednn_available())
+            and not torch.is_autocast_enabled("cpu") and onednn_preferred())
 
 
 def mm_t(x: Tensor, weight: Tensor) -> Tensor:
@@ -71,7 +102,7 @@ class _Linear(torch.autograd.Function):
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """F.linear(x, weight, bias), through oneDNN for float32 on CPU without a bias (module doc)."""
+    """F.linear(x, weight, bias); float32 on CPU without a bias may take oneDNN (module doc)."""
     if bias is None and _applies(x, weight):
         return _Linear.apply(x, weight)
     return F.linear(x, weight, bias)
