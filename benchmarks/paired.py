@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from bench_utils import add_output_args, build, machine_info, resolve, setup_worker
+from roofline import MatmulProbe, roofline_share
 from throughput import train_step
 
 
@@ -38,6 +39,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast, as in "
                         "throughput.py --bf16")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--roofline", action="store_true", help="also time the matmul peak in "
+                        "every round (roofline.py) and report each model's median share of the "
+                        "6 x parameters roofline at that round's peak")
     add_output_args(parser)
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.warmup < 0 or args.seq_len < 2 or args.batch_tokens < 1:
@@ -59,27 +63,42 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
     models = [build(spec, args.seq_len) for spec in specs]
     ids = torch.randint(0, min(m.config.vocab_size for m in models), (batch, args.seq_len))
+    probe = MatmulProbe(torch.bfloat16 if args.bf16 else torch.float32) if args.roofline else None
     seconds: list[list[float]] = [[] for _ in models]
+    peaks: list[float] = []
     for round_index in range(args.warmup + args.rounds):
         for model, times in zip(models, seconds):
             start = time.perf_counter()
             train_step(model, ids, bf16=args.bf16)
             if round_index >= args.warmup:
                 times.append(time.perf_counter() - start)
+        if probe is not None and round_index >= args.warmup:
+            peaks.append(probe())
     tokens = ids.numel()
     rows = []
-    for name, times in zip(names, seconds):
+    for spec, times in zip(specs, seconds):
         ratios = [base / own for base, own in zip(seconds[0], times)]
-        rows.append(dict(model=name, tokens_per_s=tokens / statistics.median(times),
-                         ratio_to_first=statistics.median(ratios),
-                         calls_tokens_per_s=[tokens / t for t in times]))
+        row = dict(model=spec.name, params=spec.params,
+                   tokens_per_s=tokens / statistics.median(times),
+                   ratio_to_first=statistics.median(ratios),
+                   calls_tokens_per_s=[tokens / t for t in times])
+        if peaks:
+            row["roofline_share"] = statistics.median(
+                roofline_share(tokens / t, spec.params, peak) for t, peak in zip(times, peaks))
+        rows.append(row)
     print(f"S={args.seq_len} batch={batch} rounds={args.rounds} bf16={args.bf16}")
+    if peaks:
+        print(f"matmul peak {statistics.median(peaks):,.0f} GFLOP/s (median of rounds; "
+              f"{min(peaks):,.0f}-{max(peaks):,.0f})")
     for row in rows:
+        share = f"   {100 * row['roofline_share']:.1f}% of roofline" if peaks else ""
         print(f"{row['model']:<28} {row['tokens_per_s']:>10,.0f} tok/s   "
-              f"x{row['ratio_to_first']:.3f} of {names[0]}")
+              f"x{row['ratio_to_first']:.3f} of {names[0]}{share}")
     if args.json:
         report: dict[str, Any] = dict(machine=machine_info("cpu"), settings=vars(args),
                                       batch=batch, results=rows)
+        if peaks:
+            report["matmul_peak_gflops_per_round"] = peaks
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
         print(f"wrote {args.json}")

@@ -31,3 +31,17 @@ def test_paired_rejects_bad_options() -> None:
     proc = subprocess.run([sys.executable, str(SCRIPT), "--rounds", "0"], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 2 and "--rounds" in proc.stderr
+
+
+def test_paired_roofline_share_follows_each_rounds_peak(tmp_path: Path) -> None:
+    out = tmp_path / "paired.json"
+    subprocess.run([sys.executable, str(SCRIPT), "--models", "tiny-mlstm", "--seq-len", "32",
+                    "--batch-tokens", "64", "--rounds", "3", "--warmup", "1", "--roofline",
+                    "--json", str(out)], check=True, capture_output=True, timeout=120)
+    report = json.loads(out.read_text())
+    peaks = report["matmul_peak_gflops_per_round"]
+    (row,) = report["results"]
+    assert len(peaks) == 3 and min(peaks) > 0
+    shares = sorted(tps * 6 * row["params"] / (peak * 1e9)
+                    for tps, peak in zip(row["calls_tokens_per_s"], peaks))
+    assert row["params"] > 0 and abs(row["roofline_share"] - shares[1]) < 1e-12

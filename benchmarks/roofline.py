@@ -1,0 +1,44 @@
+"""The matmul peak of this machine, measured now, and a model's share of the 6·N roofline.
+
+The Performance issue sets its CPU targets against "6 x parameters FLOPs per token at the measured
+matmul peak". The peak is machine- and moment-dependent (a shared VM drifts by tens of percent over
+minutes), so `paired.py --roofline` measures it in every round, between the models' steps, and
+reports each model's share of the roofline from the same round.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+# (rows, in, out) of products shaped like the dense layers of the ~4M-parameter presets at
+# 8,192 tokens per step; the peak is the best rate among them
+PEAK_SHAPES = ((8192, 256, 1024), (8192, 1024, 256), (8192, 512, 256), (8192, 256, 512))
+
+
+class MatmulProbe:
+    """Times torch.mm on PEAK_SHAPES; a call returns the best GFLOP/s among them right now."""
+
+    def __init__(self, dtype: torch.dtype = torch.float32, repeats: int = 2) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.repeats = repeats
+        self.operands = [(torch.randn(m, k, generator=g).to(dtype),
+                          torch.randn(k, n, generator=g).to(dtype),
+                          torch.empty(m, n, dtype=dtype)) for m, k, n in PEAK_SHAPES]
+        self()  # first calls pay for page faults and kernel selection
+
+    def __call__(self) -> float:
+        best = 0.0
+        for a, b, out in self.operands:
+            flops = 2 * a.shape[0] * a.shape[1] * b.shape[1]
+            for _ in range(self.repeats):
+                start = time.perf_counter()
+                torch.mm(a, b, out=out)
+                best = max(best, flops / (time.perf_counter() - start) / 1e9)
+        return best
+
+
+def roofline_share(tokens_per_s: float, params: int, peak_gflops: float) -> float:
+    """Fraction of the roofline: 6 * params FLOPs per token at peak_gflops."""
+    return tokens_per_s * 6 * params / (peak_gflops * 1e9)
