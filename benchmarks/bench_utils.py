@@ -18,7 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from bioxlstm.layers.dense import cpu_vendor, onednn_preferred
+from bioxlstm.cpuinfo import cpu_flags, cpu_vendor
+from bioxlstm.layers.dense import onednn_preferred
 
 TRANSFORMER_PREFIX = "transformer:"
 REFERENCE_PREFIX = "reference:"
@@ -146,12 +147,7 @@ MATMUL_FEATURES = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_til
 
 def cpu_features() -> list[str]:
     """Which of the instruction sets that decide matmul speed (MATMUL_FEATURES) this CPU has."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            match = re.search(r"^flags\s*:\s*(.+)$", f.read(), re.MULTILINE)
-    except OSError:
-        match = None
-    flags = set(match.group(1).split()) if match else set()
+    flags = cpu_flags()
     return [name for name in MATMUL_FEATURES if name in flags]
 
 

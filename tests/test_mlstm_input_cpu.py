@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from bioxlstm import XLSTMLanguageModel, preset
-from bioxlstm.layers import blocks, mlstm_input_cpu
+from bioxlstm.layers import blocks, cpu_build, mlstm_input_cpu
 
 pytestmark = pytest.mark.skipif(mlstm_input_cpu.load() is None, reason="kernel not built")
 
@@ -105,3 +105,26 @@ def test_large_blocks_take_the_torch_operators():
     x = torch.zeros(1, 2, 128)
     assert mlstm_input_cpu.inputs_supported(x, block_size=mlstm_input_cpu.MAX_BLOCK)
     assert not mlstm_input_cpu.inputs_supported(x, block_size=mlstm_input_cpu.MAX_BLOCK + 1)
+
+
+@pytest.mark.skipif(not cpu_build.avx512_build_possible(), reason="no AVX-512 on this CPU")
+@pytest.mark.parametrize("D,dtype", [(32, torch.float32), (24, torch.float32),
+                                     (24, torch.float64), (20, torch.float64)])
+def test_avx512_build_equals_portable_build(monkeypatch, D, dtype):
+    """The 64-byte-vector build against the 32-byte one: the diagonal path at each width, the
+    generic path where D is not a whole number of 64-byte vectors."""
+    assert "avx512" in mlstm_input_cpu.load().__name__
+    portable = cpu_build.build_extension("bioxlstm_mlstm_input_cpu_v9", mlstm_input_cpu._SOURCE,
+                                         ["forward", "backward"], "test")
+    args, _ = make(2, 70, D, 4, 4, 2, dtype, True)
+    cots = None
+    results = []
+    for module in (mlstm_input_cpu.load(), portable):
+        monkeypatch.setattr(mlstm_input_cpu, "load", lambda module=module: module)
+        out = mlstm_input_cpu.mlstm_inputs_fused(*args, 2)
+        cots = cots or [torch.randn_like(t) for t in out]
+        grads = torch.autograd.grad(sum((o * c).sum() for o, c in zip(out, cots)), args)
+        results.append([*out, *grads])
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol)

@@ -163,3 +163,25 @@ def test_empty_sequence_passes_the_state_through():
     assert h.shape == (2, 0, 2, 4)
     for a, e in zip(end, state):
         torch.testing.assert_close(a, e)
+
+
+@pytest.mark.parametrize("shape", [(2, 19, 2, 16), (2, 11, 1, 33)])
+def test_avx512_build_equals_portable_build(shape, monkeypatch):
+    """The 64-byte-vector build of the kernel against the 32-byte one, values and gradients."""
+    from bioxlstm.layers import cpu_build, slstm_cpu
+
+    if not cpu_build.avx512_build_possible() or slstm_cpu.load() is None:
+        pytest.skip("no AVX-512 build on this CPU")
+    portable = cpu_build.build_extension("bioxlstm_slstm_cpu_v10", slstm_cpu._SOURCE,
+                                         ["forward", "backward"], "test")
+    B, S, NH, DH = shape
+    wx, R, b = inputs(B=B, S=S, NH=NH, DH=DH)
+    state = random_state(B=B, NH=NH, DH=DH)
+    results = []
+    for module in (slstm_cpu.load(), portable):
+        monkeypatch.setattr(slstm_cpu, "load", lambda module=module: module)
+        xs = [t.detach().clone().requires_grad_(True) for t in (wx, R, b, *state[:3])]
+        h, end = slstm_scan(xs[0], xs[1], xs[2], (*xs[3:], state[3]))
+        results.append([h, *end, *torch.autograd.grad(h.sum() + end[0].sum(), xs)])
+    for a, c in zip(*results):
+        torch.testing.assert_close(a, c, atol=1e-5, rtol=1e-5)

@@ -4,6 +4,8 @@ Kernel sources start with `SIMD_PRELUDE`. On x86-64 Linux with GCC it declares g
 SIMD versions of exp, log1p and tanh (so `#pragma omp simd` loops calling them vectorise) and
 defines `BX_CLONES`, which builds a function for AVX2/FMA and for the baseline and lets the loader
 pick the one this CPU runs. Without libmvec the same loops build and call the scalar functions.
+A kernel written with explicit vectors of `BX_VEC_BYTES` can ask for an AVX-512 build
+(`avx512=True`): on a CPU with AVX-512 it is compiled for x86-64-v4 with 64-byte vectors first.
 Every build uses -fopenmp: without it at::parallel_for runs on one thread.
 """
 
@@ -13,6 +15,8 @@ import os
 import platform
 import sys
 from types import ModuleType
+
+from bioxlstm.cpuinfo import cpu_flags
 
 SIMD_PRELUDE = r"""
 #include <cmath>  // defines __GLIBC__ for the test below
@@ -33,20 +37,36 @@ float tanhf(float) noexcept;
 double tanh(double) noexcept;
 }
 #endif
+#endif
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__AVX512F__)
 #define BX_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define BX_CLONES
+#endif
+#ifndef BX_VEC_BYTES
+#define BX_VEC_BYTES 32
 #endif
 #define BX_INLINE inline __attribute__((always_inline))
 """
 
 _CFLAGS = ["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"]
+_AVX512_FLAGS = ["-march=x86-64-v4", "-DBX_VEC_BYTES=64"]
+X86_64_V4_AVX512 = frozenset({"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"})
 
 
-def build_extension(name: str, source: str, functions: list[str], what: str) -> ModuleType | None:
+def avx512_build_possible() -> bool:
+    """Whether this is x86-64 Linux on a CPU with every AVX-512 subset of x86-64-v4."""
+    if sys.platform != "linux" or platform.machine() != "x86_64":
+        return False
+    return X86_64_V4_AVX512 <= cpu_flags()
+
+
+def build_extension(name: str, source: str, functions: list[str], what: str,
+                    avx512: bool = False) -> ModuleType | None:
     """Compile `source` (which starts with SIMD_PRELUDE) as module `name`; None if impossible.
 
-    Tries a build linked to libmvec where that exists, then one without it. A failure, or
+    Tries a build linked to libmvec where that exists, then one without it; with `avx512` and a
+    CPU that has it, an x86-64-v4 build with 64-byte vectors before both. A failure, or
     BIOXLSTM_NO_EXTENSIONS=1, returns None and prints one line naming `what` falls back.
     """
     if os.environ.get("BIOXLSTM_NO_EXTENSIONS") == "1":
@@ -56,6 +76,8 @@ def build_extension(name: str, source: str, functions: list[str], what: str) -> 
     builds = [(f"{name}_nomvec", _CFLAGS + ["-DBX_NO_LIBMVEC"], ["-fopenmp"])]
     if sys.platform == "linux" and platform.machine() == "x86_64":
         builds.insert(0, (name, _CFLAGS, ["-fopenmp", "-lmvec"]))
+    if avx512 and avx512_build_possible():
+        builds.insert(0, (f"{name}_avx512", _CFLAGS + _AVX512_FLAGS, ["-fopenmp", "-lmvec"]))
     err: Exception | None = None
     for module_name, cflags, ldflags in builds:
         try:

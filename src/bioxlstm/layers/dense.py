@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bioxlstm.cpuinfo import cpu_vendor
 from bioxlstm.errors import ConfigError
 
 
@@ -41,18 +42,6 @@ def onednn_available() -> bool:
 
 
 DENSE_CHOICES = ("auto", "onednn", "blas")
-
-
-def cpu_vendor() -> str:
-    """The CPU's vendor string from /proc/cpuinfo ("GenuineIntel", "AuthenticAMD"), or ""."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("vendor_id"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
 
 
 @cache

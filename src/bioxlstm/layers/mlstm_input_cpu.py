@@ -26,20 +26,19 @@ _SOURCE = SIMD_PRELUDE + r"""
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <utility>
 #include <vector>
 
-// 32-byte vectors and, for blocks of 4, rotations within each group of 4 lanes: rot<s>(y) holds
-// y[4 g + (j + s) % 4] in lane 4 g + j.
+// Vectors of BX_VEC_BYTES (32, or 64 in the AVX-512 build) and, for blocks of 4, rotations within
+// each group of 4 lanes: rot<s>(y) holds y[4 g + (j + s) % 4] in lane 4 g + j.
 template <typename T> struct Vec;
 template <> struct Vec<float> {
-  typedef float v __attribute__((vector_size(32)));
-  typedef int32_t m __attribute__((vector_size(32)));
+  typedef float v __attribute__((vector_size(BX_VEC_BYTES)));
 };
 template <> struct Vec<double> {
-  typedef double v __attribute__((vector_size(32)));
-  typedef int64_t m __attribute__((vector_size(32)));
+  typedef double v __attribute__((vector_size(BX_VEC_BYTES)));
 };
-template <typename T> constexpr int64_t kLanes = 32 / sizeof(T);
+template <typename T> constexpr int64_t kLanes = BX_VEC_BYTES / sizeof(T);
 template <typename T> BX_INLINE typename Vec<T>::v vload(const T* p) {
   typename Vec<T>::v r;
   std::memcpy(&r, p, sizeof r);
@@ -48,13 +47,12 @@ template <typename T> BX_INLINE typename Vec<T>::v vload(const T* p) {
 template <typename T> BX_INLINE void vstore(T* p, typename Vec<T>::v x) {
   std::memcpy(p, &x, sizeof x);
 }
-template <int s> BX_INLINE Vec<float>::v rot(Vec<float>::v y) {
-  return __builtin_shuffle(y, Vec<float>::m{s & 3, (1 + s) & 3, (2 + s) & 3, (3 + s) & 3,
-                                             4 + (s & 3), 4 + ((1 + s) & 3), 4 + ((2 + s) & 3),
-                                             4 + ((3 + s) & 3)});
+template <typename M, int s, int... j> constexpr M rot_mask(std::integer_sequence<int, j...>) {
+  return M{((j & ~3) + ((j + s) & 3))...};
 }
-template <int s> BX_INLINE Vec<double>::v rot(Vec<double>::v y) {
-  return __builtin_shuffle(y, Vec<double>::m{s & 3, (1 + s) & 3, (2 + s) & 3, (3 + s) & 3});
+template <int s, typename V> BX_INLINE V rot(V y) {
+  using M = decltype(y < y);  // the integer vector of the same shape
+  return __builtin_shuffle(y, rot_mask<M, s>(std::make_integer_sequence<int, sizeof(V) / sizeof(y[0])>{}));
 }
 
 // Shapes and pointers shared by both directions. x (B, S, D) may be a row-strided view (half of
@@ -319,19 +317,21 @@ BX_INLINE void backward_segment(const In<T>& p, const Grad<T>& a, int64_t b, int
 // Rows per backward task: long enough that the K - 1 recomputed halo rows cost little.
 constexpr int64_t kSegment = 256;
 
-// Blocks of 4 take the four-diagonal path (`bd4`) when D is a multiple of 8.
-static bool diagonal_path(int64_t bs, int64_t D) { return bs == 4 && D % 8 == 0; }
+// Blocks of 4 take the four-diagonal path (`bd4`) when D is a whole number of vectors.
+template <typename T> static bool diagonal_path(int64_t bs, int64_t D) {
+  return bs == 4 && D % kLanes<T> == 0;
+}
 
 // Entry points per dtype and block size, each built for every target in BX_CLONES.
 #define BX_ENTRY(T)                                                                           \
   BX_CLONES static void fwd(const In<T>& p, T* c, T* q, T* k, T* v, T* g, int64_t s,         \
                             int64_t e) {                                                      \
-    if (diagonal_path(p.bs, p.D)) forward_rows<T, 4>(p, c, q, k, v, g, s, e);                 \
+    if (diagonal_path<T>(p.bs, p.D)) forward_rows<T, 4>(p, c, q, k, v, g, s, e);                 \
     else forward_rows<T, 0>(p, c, q, k, v, g, s, e);                                          \
   }                                                                                           \
   BX_CLONES static void bwd(const In<T>& p, const Grad<T>& a, int64_t b, int64_t s0,           \
                             int64_t s1, T* part, T* buf, T* ring) {                           \
-    if (diagonal_path(p.bs, p.D)) backward_segment<T, 4>(p, a, b, s0, s1, part, buf, ring);    \
+    if (diagonal_path<T>(p.bs, p.D)) backward_segment<T, 4>(p, a, b, s0, s1, part, buf, ring);    \
     else backward_segment<T, 0>(p, a, b, s0, s1, part, buf, ring);                             \
   }
 BX_ENTRY(float)
@@ -386,7 +386,7 @@ std::vector<at::Tensor> forward(at::Tensor x, at::Tensor state, at::Tensor wt, a
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mlstm_input_forward", [&] {
     using T = scalar_t;
     // the forward reads the blocks transposed, or as diagonals
-    const bool diag = diagonal_path(Wq.size(1), D);
+    const bool diag = diagonal_path<T>(Wq.size(1), D);
     const auto layout = [&](const at::Tensor& W) {
       return diag ? diagonals<T>(W, false) : W.transpose(1, 2).contiguous();
     };
@@ -409,9 +409,10 @@ std::vector<at::Tensor> backward(at::Tensor dc, at::Tensor dq, at::Tensor dk, at
   auto dx = at::empty({B, S, D}, x.options()), dstate = at::empty({B, K - 1, D}, x.options());
   const int64_t width = 3 * D * bs + (K + 1) * D, segs = (S + kSegment - 1) / kSegment;
   auto part = at::zeros({at::get_num_threads(), width}, x.options());
-  const bool diag = diagonal_path(bs, D);
+  bool diag = false;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mlstm_input_backward", [&] {
     using T = scalar_t;
+    diag = diagonal_path<T>(bs, D);
     const auto layout = [&](const at::Tensor& W) { return diag ? diagonals<T>(W, true) : W; };
     const auto Wqd = layout(Wq), Wkd = layout(Wk), Wvd = layout(Wv);
     const auto p = inputs<T>(x, state, wt, cb, Wqd, Wkd, Wvd, Wg, bg, bs, NH);
@@ -451,8 +452,8 @@ std::vector<at::Tensor> backward(at::Tensor dc, at::Tensor dq, at::Tensor dk, at
 @cache
 def load() -> ModuleType | None:
     """The compiled module, built once per machine and cached by torch; None if unavailable."""
-    return build_extension("bioxlstm_mlstm_input_cpu_v8", _SOURCE, ["forward", "backward"],
-                           "mLSTM input-side CPU kernel")
+    return build_extension("bioxlstm_mlstm_input_cpu_v9", _SOURCE, ["forward", "backward"],
+                           "mLSTM input-side CPU kernel", avx512=True)
 
 
 def _rows(t: Tensor) -> Tensor:

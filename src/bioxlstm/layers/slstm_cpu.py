@@ -26,7 +26,8 @@ _SOURCE = SIMD_PRELUDE + r"""
 
 #include <ATen/Parallel.h>
 
-// The per-pair loops use BX_CLONES and libmvec through SIMD_PRELUDE (see cpu_build).
+// The per-pair loops use BX_CLONES and libmvec through SIMD_PRELUDE (see cpu_build); on a CPU
+// with AVX-512 the whole kernel is built for it, with 64-byte vectors.
 
 // Columns of a small matvec are summed in register-sized blocks of this many.
 constexpr int64_t kBlock = 16;
@@ -56,7 +57,7 @@ static BX_INLINE void vec_mat(const T* __restrict__ v, const T* __restrict__ W, 
 // gradient, updated once per kSteps steps with a block of g held in vector registers, so each
 // block of dR is loaded and stored once for all of them.
 constexpr int64_t kSteps = 8;
-template <typename T> struct Lanes { typedef T vec __attribute__((vector_size(32))); };
+template <typename T> struct Lanes { typedef T vec __attribute__((vector_size(BX_VEC_BYTES))); };
 template <typename T>
 static BX_INLINE void add_outer(const T* const* v, const T* __restrict__ g, int64_t rows,
                                    int64_t cols, T* __restrict__ dR) {
@@ -259,5 +260,5 @@ std::vector<at::Tensor> backward(at::Tensor d_out, at::Tensor dh_end, at::Tensor
 @cache
 def load() -> ModuleType | None:
     """The compiled module, built once per machine and cached by torch; None if unavailable."""
-    return build_extension("bioxlstm_slstm_cpu_v9", _SOURCE, ["forward", "backward"],
-                           "sLSTM CPU kernel")
+    return build_extension("bioxlstm_slstm_cpu_v10", _SOURCE, ["forward", "backward"],
+                           "sLSTM CPU kernel", avx512=True)
