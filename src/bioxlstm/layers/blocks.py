@@ -29,6 +29,7 @@ from bioxlstm.layers.primitives import (
     wang_init_,
 )
 from bioxlstm.layers.slstm import slstm_scan
+from bioxlstm.layers.slstm_input_cpu import slstm_inputs_fused, slstm_inputs_supported
 
 BlockState = Any
 
@@ -166,14 +167,29 @@ class SLSTMLayer(nn.Module):
             x = torch.arange(DH, dtype=torch.float64) / max(DH - 1, 1)
             self.bias[1].copy_((5.0 - 12.0 * x ** (0.3 + 1.3 * ratio)).to(torch.float32))
 
+    def _gate_inputs(self, x: Tensor, conv_state: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The scan's gate inputs wx (B, S, 4, NH, DH) and the new conv state.
+
+        One fused CPU kernel where it applies, else the layer's PyTorch operators.
+        """
+        blocks = (self.igate, self.fgate, self.zgate, self.ogate)
+        if slstm_inputs_supported(x, *(g.weight for g in blocks), self.conv.weight):
+            if conv_state is None:
+                conv_state = x.new_zeros(x.shape[0], self.conv.kernel_size - 1, x.shape[2])
+            conv_state = conv_state.to(x.dtype)
+            W = torch.stack([g.weight for g in blocks])
+            wx = slstm_inputs_fused(x, conv_state, self.conv.weight, self.conv.bias, W)
+            return wx, self.conv.next_state(x, conv_state)
+        c, conv_state = self.conv(x, conv_state)
+        c = F.silu(c)
+        gates = (self.igate(c), self.fgate(c), self.zgate(x), self.ogate(x))
+        return torch.stack(gates, dim=2).unflatten(-1, (self.num_heads, self.head_dim)), conv_state
+
     def forward(
         self, x: Tensor, state: BlockState = None, position_ids: Tensor | None = None
     ) -> tuple[Tensor, BlockState]:
         conv_state, cell_state = (None, None) if state is None else state
-        c, conv_state = self.conv(x, conv_state)
-        c = F.silu(c)
-        gates = (self.igate(c), self.fgate(c), self.zgate(x), self.ogate(x))
-        wx = torch.stack(gates, dim=2).unflatten(-1, (self.num_heads, self.head_dim))
+        wx, conv_state = self._gate_inputs(x, conv_state)
         h, cell_state = slstm_scan(wx, self.recurrent, self.bias, cell_state)
         return self.out_norm(self.dropout(h)), (conv_state, cell_state)
 

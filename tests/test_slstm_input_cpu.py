@@ -1,0 +1,109 @@
+"""The fused sLSTM input-side kernel equals the layer's PyTorch operators, values and gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bioxlstm import XLSTMLanguageModel, preset
+from bioxlstm.layers import blocks, cpu_build, slstm_input_cpu
+
+pytestmark = pytest.mark.skipif(slstm_input_cpu.load() is None, reason="kernel not built")
+
+
+def reference(x, state, w, b, W):
+    """conv + SiLU and the four block-diagonal gate inputs from plain torch operators."""
+    K, S = w.shape[1], x.shape[1]
+    xp = torch.cat([state, x], dim=1)
+    c = F.silu(b + sum(xp[:, k:k + S] * w[:, k] for k in range(K)))
+    NH, DH = W.shape[1], W.shape[2]
+
+    def bd(t, Wg):
+        return torch.einsum("bshi,hoi->bsho", t.unflatten(-1, (NH, DH)), Wg)
+
+    return torch.stack([bd(c, W[0]), bd(c, W[1]), bd(x, W[2]), bd(x, W[3])], dim=2)
+
+
+def make(B, S, NH, DH, K, dtype):
+    g = torch.Generator().manual_seed(B * 1000 + S * 10 + DH)
+    D = NH * DH
+
+    def r(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=g, dtype=dtype) * scale).requires_grad_()
+
+    return [r(B, S, D), r(B, K - 1, D), r(D, K, scale=0.5), r(D), r(4, NH, DH, DH, scale=0.3)]
+
+
+def value_and_grads(fn, args):
+    out = fn(*args)
+    cot = torch.randn(out.shape, generator=torch.Generator().manual_seed(1),
+                      dtype=torch.float64).to(out.dtype)
+    return [out, *torch.autograd.grad((out * cot).sum(), args)]
+
+
+# heads of 16, 32 and 64 (register-resident forms) and others; one token; K = 2; a long sequence
+@pytest.mark.parametrize("B,S,NH,DH,K", [
+    (2, 9, 2, 16, 4), (2, 30, 4, 32, 4), (1, 5, 1, 64, 3), (2, 7, 2, 4, 4), (1, 1, 3, 5, 4),
+    (3, 4, 1, 3, 2), (1, 300, 2, 32, 4)])
+def test_matches_torch_operators_float64(B, S, NH, DH, K):
+    args = make(B, S, NH, DH, K, torch.float64)
+    got = value_and_grads(slstm_input_cpu.slstm_inputs_fused, args)
+    want = value_and_grads(reference, args)
+    for a, e in zip(got, want):
+        torch.testing.assert_close(a, e, rtol=1e-11, atol=1e-11)
+
+
+def test_gradcheck():
+    args = make(2, 6, 2, 4, 3, torch.float64)
+    torch.autograd.gradcheck(slstm_input_cpu.slstm_inputs_fused, args)
+
+
+@pytest.mark.parametrize("DH", [32, 12])
+def test_float32_close_to_float64(DH):
+    args = make(2, 40, 4, DH, 4, torch.float32)
+    got = value_and_grads(slstm_input_cpu.slstm_inputs_fused, args)
+    want = value_and_grads(reference, [a.detach().double().requires_grad_() for a in args])
+    for a, e in zip(got, want):
+        torch.testing.assert_close(a.double(), e, rtol=1e-4, atol=1e-4)
+
+
+def test_layer_equals_unfused_layer(monkeypatch):
+    """Whole sLSTM model, with carried state: the fused input side changes nothing but rounding."""
+    torch.manual_seed(0)
+    model = XLSTMLanguageModel(preset("tiny-slstm")).double()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    ids = torch.randint(0, 12, (2, 21))
+    runs = []
+    for fused in (True, False):
+        if not fused:
+            monkeypatch.setattr(blocks, "slstm_inputs_supported", lambda *t: False)
+        model.zero_grad()
+        first = model(ids[:, :13], return_state=True)
+        more = model(ids[:, 13:], state=first.state).logits
+        model.loss(ids).backward()
+        runs.append([first.logits, more, *(p.grad.clone() for p in model.parameters())])
+    for a, e in zip(*runs):
+        torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-10)
+
+
+def test_other_dtypes_take_the_torch_operators():
+    x = torch.zeros(1, 2, 8, dtype=torch.bfloat16)
+    assert not slstm_input_cpu.slstm_inputs_supported(x, torch.zeros(4, dtype=torch.bfloat16))
+    assert not slstm_input_cpu.slstm_inputs_supported(x.float(), torch.zeros(4, dtype=torch.float64))
+    assert slstm_input_cpu.slstm_inputs_supported(x.float(), torch.zeros(4))
+
+
+@pytest.mark.skipif(not cpu_build.avx512_build_possible(), reason="no AVX-512 on this CPU")
+def test_avx512_build_equals_portable_build(monkeypatch):
+    assert "avx512" in slstm_input_cpu.load().__name__
+    portable = cpu_build.build_extension("bioxlstm_slstm_input_cpu_v3", slstm_input_cpu._SOURCE,
+                                         ["forward", "backward"], "test")
+    args = make(2, 37, 4, 32, 4, torch.float32)
+    results = []
+    for module in (slstm_input_cpu.load(), portable):
+        monkeypatch.setattr(slstm_input_cpu, "load", lambda module=module: module)
+        results.append(value_and_grads(slstm_input_cpu.slstm_inputs_fused, args))
+    for a, e in zip(*results):
+        torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-5)
