@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from bioxlstm import XLSTMLanguageModel, preset
-from bioxlstm.layers import blocks, cpu_build, slstm_input_cpu
+from bioxlstm.layers import blocks, slstm_input_cpu
 
 pytestmark = pytest.mark.skipif(slstm_input_cpu.load() is None, reason="kernel not built")
 
@@ -94,16 +94,3 @@ def test_other_dtypes_take_the_torch_operators():
     assert not slstm_input_cpu.slstm_inputs_supported(x.float(), torch.zeros(4, dtype=torch.float64))
     assert slstm_input_cpu.slstm_inputs_supported(x.float(), torch.zeros(4))
 
-
-@pytest.mark.skipif(not cpu_build.avx512_build_possible(), reason="no AVX-512 on this CPU")
-def test_avx512_build_equals_portable_build(monkeypatch):
-    assert "avx512" in slstm_input_cpu.load().__name__
-    portable = cpu_build.build_extension("bioxlstm_slstm_input_cpu_v3", slstm_input_cpu._SOURCE,
-                                         ["forward", "backward"], "test")
-    args = make(2, 37, 4, 32, 4, torch.float32)
-    results = []
-    for module in (slstm_input_cpu.load(), portable):
-        monkeypatch.setattr(slstm_input_cpu, "load", lambda module=module: module)
-        results.append(value_and_grads(slstm_input_cpu.slstm_inputs_fused, args))
-    for a, e in zip(*results):
-        torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-5)
