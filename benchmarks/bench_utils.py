@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from bioxlstm.cpuinfo import cpu_flags, cpu_vendor
+from bioxlstm.cpuinfo import cpu_model as cpuinfo_model
 from bioxlstm.layers.dense import onednn_preferred
 
 TRANSFORMER_PREFIX = "transformer:"
@@ -153,12 +154,7 @@ def cpu_features() -> list[str]:
 
 def cpu_model() -> str:
     """The CPU's marketing name, from /proc/cpuinfo where there is one."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            match = re.search(r"model name\s*:\s*(.+)", f.read())
-    except OSError:
-        match = None
-    return match.group(1).strip() if match else platform.processor() or platform.machine()
+    return cpuinfo_model() or platform.processor() or platform.machine()
 
 
 def proc_kib(path: str, key: str) -> int:

@@ -24,6 +24,11 @@ def _field(name: str) -> str:
     return match.group(1).strip() if match else ""
 
 
+def cpu_model() -> str:
+    """The CPU's marketing name ("model name"), or "" where it cannot be read."""
+    return _field("model name")
+
+
 def cpu_vendor() -> str:
     """The vendor string ("GenuineIntel", "AuthenticAMD"), or "" where it cannot be read."""
     return _field("vendor_id")

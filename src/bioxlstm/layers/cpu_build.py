@@ -38,7 +38,8 @@ double tanh(double) noexcept;
 }
 #endif
 #endif
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__AVX512F__)
+#if defined(__x86_64__) && defined(__GLIBC__) && defined(__GNUC__) && !defined(__clang__) && \
+    !defined(__AVX512F__)
 #define BX_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define BX_CLONES
