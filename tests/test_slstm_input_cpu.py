@@ -75,6 +75,9 @@ def test_layer_equals_unfused_layer(monkeypatch):
     for p in model.parameters():
         torch.nn.init.normal_(p, std=0.2)
     ids = torch.randint(0, 12, (2, 21))
+    calls = []
+    fused_kernel = blocks.slstm_inputs_fused
+    monkeypatch.setattr(blocks, "slstm_inputs_fused", lambda *a: calls.append(1) or fused_kernel(*a))
     runs = []
     for fused in (True, False):
         if not fused:
@@ -84,6 +87,9 @@ def test_layer_equals_unfused_layer(monkeypatch):
         more = model(ids[:, 13:], state=first.state).logits
         model.loss(ids).backward()
         runs.append([first.logits, more, *(p.grad.clone() for p in model.parameters())])
+        if fused:  # both blocks of the three calls took the kernel
+            assert len(calls) == 6
+    assert len(calls) == 6
     for a, e in zip(*runs):
         torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-10)
 
