@@ -136,11 +136,6 @@ static BX_INLINE void chunk_gates(const T* fg, const T* ig, int64_t Lc, int64_t 
   }
 }
 
-template <typename T> static BX_INLINE T row_max(const T* row, int64_t n) {
-  T mx = row[0];
-  for (int64_t j = 1; j < n; ++j) mx = std::max(mx, row[j]);
-  return mx;
-}
 
 // x . y over n entries, summed in kLanes interleaved partial sums so the loop vectorises (GCC
 // left the `omp simd reduction` form of it scalar inside the per-row loops)
@@ -154,6 +149,26 @@ template <typename T> static BX_INLINE T dot(const T* x, const T* y, int64_t n) 
   for (; j < n; ++j) s += x[j] * y[j];
   for (int64_t l = 0; l < kLanes; ++l) s += acc[l];
   return s;
+}
+
+// max of row[0..n), n >= 1, in kLanes interleaved partial maxima so the loop vectorises
+template <typename T> static BX_INLINE T row_max(const T* row, int64_t n) {
+  T acc[kLanes];
+  for (int64_t l = 0; l < kLanes; ++l) acc[l] = row[0];
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes)
+    for (int64_t l = 0; l < kLanes; ++l) acc[l] = acc[l] > row[j + l] ? acc[l] : row[j + l];
+  T mx = row[0];
+  for (; j < n; ++j) mx = std::max(mx, row[j]);
+  for (int64_t l = 0; l < kLanes; ++l) mx = std::max(mx, acc[l]);
+  return mx;
+}
+
+// Entries [0, t] of a causal row, rounded up to whole vectors (at most n): loops over them with
+// the entries past t masked run without a scalar remainder, whose exp calls cost more than the
+// vectorised ones.
+static BX_INLINE int64_t causal_span(int64_t t, int64_t n) {
+  return std::min(n, (t + kLanes) / kLanes * kLanes);
 }
 
 // y[0..n) = a * x[0..n)
@@ -230,10 +245,15 @@ BX_CLONES static void forward_bh(int64_t b, int64_t h, int64_t NH, int64_t S, in
       T* s = Sm + t * L;
       const T ls = bc[t] + m_in;
       const T mx = std::max(row_max(ld, t + 1), ls);
+      const int64_t span = causal_span(t, Lc);
       T sum = 0;
 #pragma omp simd reduction(+ : sum)
-      for (int64_t j = 0; j <= t; ++j) { s[j] *= std::exp(ld[j] - mx); sum += s[j]; }
-      std::fill(s + t + 1, s + Lc, T(0));
+      for (int64_t j = 0; j < span; ++j) {
+        const T e = std::exp(j <= t ? ld[j] - mx : T(0));
+        s[j] = j <= t ? s[j] * e : T(0);
+        sum += s[j];
+      }
+      std::fill(s + span, s + Lc, T(0));
       const T sw = std::exp(ls - mx);
       mt[t] = mx;
       qn[t] = sum + sw * dot(Q + t * q.ss, nc, DH);
@@ -305,14 +325,14 @@ BX_CLONES static void backward_bh(int64_t b, int64_t h, int64_t NH, int64_t S, i
                                   int64_t DH, int64_t DV, T eps, Seq<T> q, Seq<T> k, Seq<T> v,
                                   const T* ig_all, const T* fg_all, const T* Cs, const T* ns,
                                   const T* ms, const T* mt_all, const T* qn_all, const T* Ss,
-                                  Seq<T> hs, Seq<T> dhs, const T* dCe, const T* dne,
+                                  Seq<T> dhs, const T* dCe, const T* dne,
                                   const T* dme, Seq<T> dq, Seq<T> dk, Seq<T> dv, T* di_all,
                                   T* df_all, T* dC0, T* dn0, T* dm0) {
   const int64_t bh = b * NH + h, NC = (S + L - 1) / L;
   const T alpha = T(1) / std::sqrt(T(DH));
   std::vector<T> logd(L * L), E(L * L), dS(L * L), dnum(L * DV), X(L * DV),
       G(L * DH), Kw(L * DH), lf(L), bc(L), dec(L), w(L), sw(L), db(L), dlin(L),
-      dqn(L), dmt(L);
+      dens(L);
   std::vector<T> dC(dCe + bh * DH * DV, dCe + (bh + 1) * DH * DV), dCn(DH * DV);
   std::vector<T> dn(dne + bh * DH, dne + (bh + 1) * DH), dnn(DH);
   T dm = dme[bh];
@@ -324,7 +344,7 @@ BX_CLONES static void backward_bh(int64_t b, int64_t h, int64_t NH, int64_t S, i
     const T *Q = q.at(b, h, t0), *K = k.at(b, h, t0), *V = v.at(b, h, t0);
     const T *ig = ig_all + bh * S + t0, *fg = fg_all + bh * S + t0;
     const T *mt = mt_all + bh * S + t0, *qn = qn_all + bh * S + t0;
-    const T *Hc = hs.at(b, h, t0), *dH = dhs.at(b, h, t0);
+    const T* dH = dhs.at(b, h, t0);
     T *dQ = dq.at(b, h, t0), *dK = dk.at(b, h, t0), *dV = dv.at(b, h, t0);
     T *di = di_all + bh * S + t0, *df = df_all + bh * S + t0;
     const T *Cc = Call + c * DH * DV, *Cout = Cc + DH * DV;
@@ -336,7 +356,6 @@ BX_CLONES static void backward_bh(int64_t b, int64_t h, int64_t NH, int64_t S, i
       prefetch_rows(q.at(b, h, t1), q.ss, L, DH);
       prefetch_rows(k.at(b, h, t1), k.ss, L, DH);
       prefetch_rows(v.at(b, h, t1), v.ss, L, DV);
-      prefetch_rows(hs.at(b, h, t1), hs.ss, L, DV);
       prefetch_rows(dhs.at(b, h, t1), dhs.ss, L, DV);
       prefetch_rows<T, true>(dq.at(b, h, t1), dq.ss, L, DH);
       prefetch_rows<T, true>(dk.at(b, h, t1), dk.ss, L, DH);
@@ -396,27 +415,22 @@ BX_CLONES static void backward_bh(int64_t b, int64_t h, int64_t NH, int64_t S, i
     }
     scale(ws, dn.data(), DH, dnn.data());
 
-    // outputs: h = num / (max(|qn|, exp(-mt)) + eps); at fixed mt, then mt's own gradient,
-    // which is eps * d(denominator) because num, qn and exp(-mt) all scale with exp(-mt)
+    // outputs: h = num / den, den = max(|qn|, exp(-mt)) + eps; at fixed mt, then mt's own
+    // gradient, which is eps * d(den) because num, qn and exp(-mt) all scale with exp(-mt)
     for (int64_t t = 0; t < Lc; ++t) {
       const T* ld = logd.data() + t * L;
       T* e = E.data() + t * L;
       const T mtt = mt[t];
+      const int64_t span = causal_span(t, Lc);
 #pragma omp simd
-      for (int64_t j = 0; j <= t; ++j) e[j] = std::exp(ld[j] - mtt);
+      for (int64_t j = 0; j < span; ++j) e[j] = std::exp(j <= t ? ld[j] - mtt : T(0));
       sw[t] = std::exp(bc[t] + m_in - mtt);
-      const T em = std::exp(-mtt), aq = std::abs(qn[t]);
-      const T den = std::max(aq, em) + eps;
+      const T den = std::max(std::abs(qn[t]), std::exp(-mtt)) + eps;
       const T* dht = dH + t * dhs.ss;
-      const T* ht = Hc + t * hs.ss;
       T* dnt = dnum.data() + t * DV;
-      T hd = 0;
-#pragma omp simd reduction(+ : hd)
-      for (int64_t x = 0; x < DV; ++x) { dnt[x] = dht[x] / den; hd += dht[x] * ht[x]; }
-      const T dden = -hd / den;
-      const T sgn = qn[t] > 0 ? T(1) : (qn[t] < 0 ? T(-1) : T(0));
-      dqn[t] = aq > em ? dden * sgn : (aq == em ? dden * sgn / 2 : T(0));
-      dmt[t] = eps * dden;
+#pragma omp simd
+      for (int64_t x = 0; x < DV; ++x) dnt[x] = dht[x] / den;
+      dens[t] = den;
     }
     tril_abt<T>(Lc, DV, T(1), dnum.data(), DV, V, v.ss, dS.data(), L);
     // dQ = Y = dnum C_in^T here: it gives both the inter-chunk weight's gradient,
@@ -428,9 +442,14 @@ BX_CLONES static void backward_bh(int64_t b, int64_t h, int64_t NH, int64_t S, i
       const T* e = E.data() + t * L;
       T* ds = dS.data() + t * L;
       const T* qt = Q + t * q.ss;
-      const T dqt = dqn[t];
       T* dQt = dQ + t * dq.ss;
-      const T dsw = dot(qt, dQt, DH) + dqt * dot(qt, nc, DH);
+      // dh_t . h_t = dnum_t . num_t = sw_t Q_t . Y_t + S_t . (dnum V^T)_t, so h is not read back
+      const T qy = dot(qt, dQt, DH);
+      const T dden = -(sw[t] * qy + dot(s, ds, t + 1)) / dens[t];
+      const T em = std::exp(-mt[t]), aq = std::abs(qn[t]);
+      const T sgn = qn[t] > 0 ? T(1) : (qn[t] < 0 ? T(-1) : T(0));
+      const T dqt = aq > em ? dden * sgn : (aq == em ? dden * sgn / 2 : T(0));
+      const T dsw = qy + dqt * dot(qt, nc, DH);
       T dls = dsw * sw[t];
 #pragma omp simd
       for (int64_t j = 0; j <= t; ++j) {
@@ -441,7 +460,7 @@ BX_CLONES static void backward_bh(int64_t b, int64_t h, int64_t NH, int64_t S, i
       std::fill(ds + t + 1, ds + Lc, T(0));
       const T ls = bc[t] + m_in, mx = row_max(ld, t + 1);
       T dmx = 0;
-      route_max2(mx, ls, dmt[t], dmx, dls);
+      route_max2(mx, ls, eps * dden, dmx, dls);
       if (dmx != T(0)) route_amax(ld, t + 1, mx, dmx, dlin.data());
       T rowsum = 0;
       const T* dl = dlin.data();
@@ -481,7 +500,7 @@ BX_CLONES static void backward_bh(int64_t b, int64_t h, int64_t NH, int64_t S, i
 
 std::vector<at::Tensor> backward(at::Tensor q, at::Tensor k, at::Tensor v, at::Tensor i,
                                  at::Tensor f, at::Tensor Cs, at::Tensor ns, at::Tensor ms,
-                                 at::Tensor mt, at::Tensor qn, at::Tensor Ss, at::Tensor h,
+                                 at::Tensor mt, at::Tensor qn, at::Tensor Ss,
                                  at::Tensor dh, at::Tensor dC, at::Tensor dn, at::Tensor dm,
                                  int64_t chunk, double eps) {
   const int64_t B = q.size(0), NH = q.size(1), S = q.size(2), DH = q.size(3), DV = v.size(3);
@@ -495,7 +514,7 @@ std::vector<at::Tensor> backward(at::Tensor q, at::Tensor k, at::Tensor v, at::T
   auto dm0 = at::empty({B, NH}, opts);
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "mlstm_backward", [&] {
     auto sq = seq<scalar_t>(q), sk = seq<scalar_t>(k), sv = seq<scalar_t>(v);
-    auto sh = seq<scalar_t>(h), sdh = seq<scalar_t>(dh);
+    auto sdh = seq<scalar_t>(dh);
     auto sdq = seq<scalar_t>(dq), sdk = seq<scalar_t>(dk), sdv = seq<scalar_t>(dv);
     const scalar_t *ip = i.data_ptr<scalar_t>(), *fp = f.data_ptr<scalar_t>();
     const scalar_t *cs = Cs.data_ptr<scalar_t>(), *nsp = ns.data_ptr<scalar_t>();
@@ -510,7 +529,7 @@ std::vector<at::Tensor> backward(at::Tensor q, at::Tensor k, at::Tensor v, at::T
       SerialBlas serial;
       for (int64_t bh = begin; bh < end; ++bh)
         backward_bh<scalar_t>(bh / NH, bh % NH, NH, S, L, DH, DV, (scalar_t)eps, sq, sk, sv, ip,
-                              fp, cs, nsp, msp, mtp, qnp, ssp, sh, sdh, dCe, dne, dme, sdq, sdk, sdv,
+                              fp, cs, nsp, msp, mtp, qnp, ssp, sdh, dCe, dne, dme, sdq, sdk, sdv,
                               dip, dfp, dc0, dnz, dmz);
     });
   });
@@ -523,7 +542,7 @@ std::vector<at::Tensor> backward(at::Tensor q, at::Tensor k, at::Tensor v, at::T
 def load() -> ModuleType | None:
     """The compiled module, built once per machine and cached by torch; None if unavailable."""
     return build_extension(
-        "bioxlstm_mlstm_cpu_v10", _SOURCE,
+        "bioxlstm_mlstm_cpu_v11", _SOURCE,
         ["forward", "backward"], "mLSTM CPU kernel")
 
 
@@ -539,14 +558,14 @@ class _FusedChunkwise(torch.autograd.Function):
                 n0: Tensor, m0: Tensor, chunk_size: int, eps: float, keep: bool):
         h, Cs, ns, ms, mt, qn, Ss = load().forward(q, k, v, i, f, C0, n0, m0, chunk_size, eps,
                                                    keep)
-        ctx.save_for_backward(q, k, v, i, f, Cs, ns, ms, mt, qn, Ss, h)
+        ctx.save_for_backward(q, k, v, i, f, Cs, ns, ms, mt, qn, Ss)
         ctx.chunk_size, ctx.eps = chunk_size, eps
         return h, Cs[:, :, -1].clone(), ns[:, :, -1].clone(), ms[:, :, -1].clone()
 
     @staticmethod
     def backward(ctx, dh: Tensor, dC: Tensor, dn: Tensor, dm: Tensor):
-        q, k, v, i, f, Cs, ns, ms, mt, qn, Ss, h = ctx.saved_tensors
-        grads = load().backward(q, k, v, i, f, Cs, ns, ms, mt, qn, Ss, h, _unit_last(dh),
+        q, k, v, i, f, Cs, ns, ms, mt, qn, Ss = ctx.saved_tensors
+        grads = load().backward(q, k, v, i, f, Cs, ns, ms, mt, qn, Ss, _unit_last(dh),
                                 dC.contiguous(), dn.contiguous(), dm.contiguous(),
                                 ctx.chunk_size, ctx.eps)
         return (*grads, None, None, None)
