@@ -1,8 +1,10 @@
 """Optional fused CPU kernel of the sLSTM layer's input side: conv + SiLU and the four gate inputs.
 
-From the normed x (B, S, D) it computes, one token row at a time: c = silu(causal depthwise
+From the normed x (B, S, D) it computes, in tiles of eight token rows: c = silu(causal depthwise
 conv(x)), and the scan's gate inputs wx = [W_i c; W_f c; W_z x; W_o x] (each block-diagonal per
-head) written straight into the scan's (B, S, 4, NH, DH) layout. As separate operators this is a
+head) written straight into the scan's (B, S, 4, NH, DH) layout. The head-sized products of
+several rows are summed in registers at once, so each weight row loaded serves them all and their
+independent sums keep the FMA units busy (one row's chain of sums waits on each FMA's latency). As separate operators this is a
 concatenation for the conv's left padding, K multiply-adds, four block-diagonal products with
 their layout copies and a stack, each way; here the forward is one pass and the backward two (the
 gates, the SiLU and all weight gradients per row, then the conv's input gradient, which needs the
@@ -48,30 +50,64 @@ template <typename T> struct In {
   }
 };
 
-// out[0:n] (+)= sum_i in[i] M[i, 0:n] for a row-major n x n block M; N = n known at compile
-// time keeps the sums in registers (N = 0: any n)
-template <typename T, int N>
-static BX_INLINE void vec_block(const T* __restrict__ in, const T* __restrict__ M, int64_t n,
-                                T* __restrict__ out, bool add) {
-  if constexpr (N > 0) {
-    T acc[N];
-    for (int o = 0; o < N; ++o) acc[o] = add ? out[o] : T(0);
-    for (int i = 0; i < N; ++i) {
-      const T a = in[i];
-      const T* __restrict__ m = M + i * N;
-      for (int o = 0; o < N; ++o) acc[o] += a * m[o];
-    }
-    for (int o = 0; o < N; ++o) out[o] = acc[o];
-  } else {
-    if (!add) std::fill(out, out + n, T(0));
-    for (int64_t i = 0; i < n; ++i) {
-      const T a = in[i];
-      const T* __restrict__ m = M + i * n;
-#pragma omp simd
-      for (int64_t o = 0; o < n; ++o) out[o] += a * m[o];
+// How many rows of N sums to hold in registers at once: as many as fit in half the vector
+// registers (32 with AVX-512, else 16), at most 4. Independent rows share each load of a weight
+// row and hide the FMA latency that a single row's chain of sums waits on. N = 0 (any size): 1.
+template <typename T, int N> constexpr int kRegRows = [] {
+  constexpr int regs = BX_VEC_BYTES == 64 ? 32 : 16;
+  constexpr int per_row = (N * (int)sizeof(T) + BX_VEC_BYTES - 1) / BX_VEC_BYTES;
+  const int fit = per_row > 0 ? regs / 2 / per_row : 1;
+  return fit < 1 ? 1 : (fit > 4 ? 4 : fit);
+}();
+
+// out_r[0:N] (+)= sum_i in_r[i] M[i, 0:N] for R rows r (in + r * si, out + r * so) and a
+// row-major N x N block M; the sums stay in registers.
+template <typename T, int N, int R>
+static BX_INLINE void vec_rows(const T* __restrict__ in, int64_t si, const T* __restrict__ M,
+                               T* __restrict__ out, int64_t so, bool add) {
+  T acc[R][N];
+  for (int r = 0; r < R; ++r)
+    for (int o = 0; o < N; ++o) acc[r][o] = add ? out[r * so + o] : T(0);
+  for (int i = 0; i < N; ++i) {
+    const T* __restrict__ m = M + i * N;
+    for (int r = 0; r < R; ++r) {
+      const T a = in[r * si + i];
+      for (int o = 0; o < N; ++o) acc[r][o] += a * m[o];
     }
   }
+  for (int r = 0; r < R; ++r)
+    for (int o = 0; o < N; ++o) out[r * so + o] = acc[r][o];
 }
+
+// The same for one row and any n.
+template <typename T>
+static BX_INLINE void vec_any(const T* __restrict__ in, const T* __restrict__ M, int64_t n,
+                              T* __restrict__ out, bool add) {
+  if (!add) std::fill(out, out + n, T(0));
+  for (int64_t i = 0; i < n; ++i) {
+    const T a = in[i];
+    const T* __restrict__ m = M + i * n;
+#pragma omp simd
+    for (int64_t o = 0; o < n; ++o) out[o] += a * m[o];
+  }
+}
+
+// out_r[0:n] (+)= sum_i in_r[i] M[i, 0:n] for rows r < rows: in register tiles of kRegRows
+// rows when N = n is known at compile time (N = 0: any n, row by row).
+template <typename T, int N>
+static BX_INLINE void vec_block(const T* in, int64_t si, const T* M, int64_t n, T* out,
+                                int64_t so, bool add, int64_t rows) {
+  int64_t r = 0;
+  if constexpr (N > 0) {
+    constexpr int R = kRegRows<T, N>;
+    for (; r + R <= rows; r += R) vec_rows<T, N, R>(in + r * si, si, M, out + r * so, so, add);
+    for (; r < rows; ++r) vec_rows<T, N, 1>(in + r * si, si, M, out + r * so, so, add);
+  } else {
+    for (; r < rows; ++r) vec_any(in + r * si, M, n, out + r * so, add);
+  }
+}
+
+constexpr int64_t kTile = 8;  // token rows per tile
 
 template <typename T> static BX_INLINE T sigmoid(T u) { return T(1) / (T(1) + std::exp(-u)); }
 
@@ -80,17 +116,19 @@ template <typename T> static BX_INLINE T sigmoid(T u) { return T(1) / (T(1) + st
 template <typename T, int N>
 static BX_INLINE void fwd_rows(const In<T>& p, const T* WT, T* c, T* wx, int64_t r0, int64_t r1) {
   const int64_t D = p.D, NH = p.NH, DH = p.DH;
-  for (int64_t r = r0; r < r1; ++r) {
-    T* __restrict__ cr = c + r * D;
-    p.conv(r / p.S, r % p.S, cr);
+  for (int64_t r = r0; r < r1; r += kTile) {
+    const int64_t rows = std::min(r1 - r, kTile);
+    for (int64_t j = r; j < r + rows; ++j) {
+      T* __restrict__ cr = c + j * D;
+      p.conv(j / p.S, j % p.S, cr);
 #pragma omp simd
-    for (int64_t d = 0; d < D; ++d) cr[d] *= sigmoid(cr[d]);
-    const T* xr = p.x + r * D;
-    T* out = wx + r * 4 * D;
+      for (int64_t d = 0; d < D; ++d) cr[d] *= sigmoid(cr[d]);
+    }
     for (int64_t g = 0; g < 4; ++g)
       for (int64_t h = 0; h < NH; ++h)
-        vec_block<T, N>(((g < 2) ? cr : xr) + h * DH, WT + (g * NH + h) * DH * DH, DH,
-                  out + g * D + h * DH, false);
+        vec_block<T, N>(((g < 2) ? c : p.x) + r * D + h * DH, D,
+                        WT + (g * NH + h) * DH * DH, DH, wx + r * 4 * D + g * D + h * DH, 4 * D,
+                        false, rows);
   }
 }
 
@@ -100,19 +138,24 @@ template <typename T, int N>
 static BX_INLINE void gate_weight_grads(const In<T>& p, const T* dwx, const T* c, T* dW,
                                         int64_t r0, int64_t r1) {
   const int64_t D = p.D, NH = p.NH, DH = p.DH;
+  // rows o .. o + R - 1 of a block at once when N is known (R divides N), else one by one
+  constexpr int64_t R = kRegRows<T, N>;
   for (int64_t g = 0; g < 4; ++g)
     for (int64_t h = 0; h < NH; ++h)
-      for (int64_t o = 0; o < DH; ++o) {
+      for (int64_t o = 0; o < DH; o += R) {
         T* __restrict__ row = dW + ((g * NH + h) * DH + o) * DH;
         if constexpr (N > 0) {
-          T acc[N];
-          for (int i = 0; i < N; ++i) acc[i] = row[i];
+          T acc[R][N];
+          for (int j = 0; j < R; ++j)
+            for (int i = 0; i < N; ++i) acc[j][i] = row[j * N + i];
           for (int64_t r = r0; r < r1; ++r) {
-            const T a = dwx[r * 4 * D + g * D + h * DH + o];
+            const T* a = dwx + r * 4 * D + g * D + h * DH + o;
             const T* __restrict__ in = (g < 2 ? c : p.x) + r * D + h * DH;
-            for (int i = 0; i < N; ++i) acc[i] += a * in[i];
+            for (int j = 0; j < R; ++j)
+              for (int i = 0; i < N; ++i) acc[j][i] += a[j] * in[i];
           }
-          for (int i = 0; i < N; ++i) row[i] = acc[i];
+          for (int j = 0; j < R; ++j)
+            for (int i = 0; i < N; ++i) row[j * N + i] = acc[j][i];
         } else {
           for (int64_t r = r0; r < r1; ++r) {
             const T a = dwx[r * 4 * D + g * D + h * DH + o];
@@ -124,8 +167,6 @@ static BX_INLINE void gate_weight_grads(const In<T>& p, const T* dwx, const T* c
       }
 }
 
-constexpr int64_t kTile = 8;  // rows per update of the gate blocks' gradient
-
 // First backward pass over rows [r0, r1): the conv output's gradient through the SiLU (dpre),
 // the gates' direct share of dx, and into part the conv weight and bias gradients (K D + D)
 // followed by the gate blocks' gradient (4 NH DH DH).
@@ -135,19 +176,21 @@ static BX_INLINE void bwd_rows(const In<T>& p, const T* dwx, const T* c, T* dpre
   const int64_t D = p.D, K = p.K, NH = p.NH, DH = p.DH;
   for (int64_t r = r0; r < r1; r += kTile)
     gate_weight_grads<T, N>(p, dwx, c, part + (K + 1) * D, r, std::min(r1, r + kTile));
-  for (int64_t r = r0; r < r1; ++r) {
-    const int64_t b = r / p.S, t = r % p.S;
-    const T* g = dwx + r * 4 * D;
-    T* __restrict__ dp = dpre + r * D;
-    T* dxr = dx + r * D;
+  for (int64_t r0t = r0; r0t < r1; r0t += kTile) {
+    const int64_t rows = std::min(r1 - r0t, kTile);
+    const T* g = dwx + r0t * 4 * D;
     for (int64_t h = 0; h < NH; ++h) {
       const T* Wh = p.W + h * DH * DH;
-      const int64_t gate = NH * DH * DH, o = h * DH;
-      vec_block<T, N>(g + o, Wh, DH, dp + o, false);
-      vec_block<T, N>(g + D + o, Wh + gate, DH, dp + o, true);
-      vec_block<T, N>(g + 2 * D + o, Wh + 2 * gate, DH, dxr + o, false);
-      vec_block<T, N>(g + 3 * D + o, Wh + 3 * gate, DH, dxr + o, true);
+      const int64_t gate = NH * DH * DH, o = h * DH, sg = 4 * D;
+      vec_block<T, N>(g + o, sg, Wh, DH, dpre + r0t * D + o, D, false, rows);
+      vec_block<T, N>(g + D + o, sg, Wh + gate, DH, dpre + r0t * D + o, D, true, rows);
+      vec_block<T, N>(g + 2 * D + o, sg, Wh + 2 * gate, DH, dx + r0t * D + o, D, false, rows);
+      vec_block<T, N>(g + 3 * D + o, sg, Wh + 3 * gate, DH, dx + r0t * D + o, D, true, rows);
     }
+  }
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t b = r / p.S, t = r % p.S;
+    T* __restrict__ dp = dpre + r * D;
     p.conv(b, t, u);
     T* __restrict__ db = part + K * D;
 #pragma omp simd
@@ -272,7 +315,7 @@ std::vector<at::Tensor> backward(at::Tensor dwx, at::Tensor x, at::Tensor c, at:
 @cache
 def load() -> ModuleType | None:
     """The compiled module, built once per machine and cached by torch; None if unavailable."""
-    return build_extension("bioxlstm_slstm_input_cpu_v3", _SOURCE, ["forward", "backward"],
+    return build_extension("bioxlstm_slstm_input_cpu_v4", _SOURCE, ["forward", "backward"],
                            "sLSTM input-side CPU kernel", avx512=True)
 
 
