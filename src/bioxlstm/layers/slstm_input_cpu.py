@@ -4,11 +4,11 @@ From the normed x (B, S, D) it computes, in tiles of eight token rows: c = silu(
 conv(x)), and the scan's gate inputs wx = [W_i c; W_f c; W_z x; W_o x] (each block-diagonal per
 head) written straight into the scan's (B, S, 4, NH, DH) layout. The head-sized products of
 several rows are summed in registers at once, so each weight row loaded serves them all and their
-independent sums keep the FMA units busy (one row's chain of sums waits on each FMA's latency). As separate operators this is a
-concatenation for the conv's left padding, K multiply-adds, four block-diagonal products with
-their layout copies and a stack, each way; here the forward is one pass and the backward two (the
-gates, the SiLU and all weight gradients per row, then the conv's input gradient, which needs the
-next K - 1 rows). Built by `cpu_build` (with an AVX-512 build where the CPU has it); without it
+independent sums keep the FMA units busy (one row's chain of sums waits on each FMA's latency).
+As separate operators this is a concatenation for the conv's left padding, K multiply-adds,
+four block-diagonal products with their layout copies and a stack, each way; here the forward is
+one pass and the backward two (the gates, the SiLU and all weight gradients per row, then the
+conv's input gradient, which needs the next K - 1 rows). Built by `cpu_build` (with an AVX-512 build where the CPU has it); without it
 the layer runs its PyTorch operators.
 """
 
