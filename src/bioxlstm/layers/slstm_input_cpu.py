@@ -8,8 +8,8 @@ independent sums keep the FMA units busy (one row's chain of sums waits on each 
 As separate operators this is a concatenation for the conv's left padding, K multiply-adds,
 four block-diagonal products with their layout copies and a stack, each way; here the forward is
 one pass and the backward two (the gates, the SiLU and all weight gradients per row, then the
-conv's input gradient, which needs the next K - 1 rows). Built by `cpu_build` (with an AVX-512 build where the CPU has it); without it
-the layer runs its PyTorch operators.
+conv's input gradient, which needs the next K - 1 rows). Built by `cpu_build` (with an AVX-512
+build where the CPU has it); without it the layer runs its PyTorch operators.
 """
 
 from __future__ import annotations
