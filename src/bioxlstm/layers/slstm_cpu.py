@@ -29,23 +29,48 @@ _SOURCE = SIMD_PRELUDE + r"""
 // The per-pair loops use BX_CLONES and libmvec through SIMD_PRELUDE (see cpu_build); on a CPU
 // with AVX-512 the whole kernel is built for it, with 64-byte vectors.
 
-// Columns of a small matvec are summed in register-sized blocks of this many.
-constexpr int64_t kBlock = 16;
+template <typename T> struct Lanes { typedef T vec __attribute__((vector_size(BX_VEC_BYTES))); };
 
-// y[0:cols] = sum_r v[r] * W[r, 0:cols] for a row-major W (rows, cols).
+// y[j0 : j0 + NV L] = sum_r v[r] * W[r, j0 : j0 + NV L] (L lanes per vector) with the rows split
+// into P interleaved partial sums: NV P independent chains of FMAs, all in registers, so the
+// sums do not wait on each FMA's latency the way one chain per vector of columns would.
+template <typename T, int NV, int P>
+static BX_INLINE void vec_mat_block(const T* __restrict__ v, const T* __restrict__ W,
+                                    int64_t rows, int64_t cols, T* __restrict__ y) {
+  typedef typename Lanes<T>::vec V;
+  constexpr int64_t L = sizeof(V) / sizeof(T);
+  V acc[P][NV] = {};
+  int64_t r = 0;
+  for (; r + P <= rows; r += P)
+    for (int q = 0; q < P; ++q)
+      for (int k = 0; k < NV; ++k) {
+        V w;
+        std::memcpy(&w, W + (r + q) * cols + k * L, sizeof(V));
+        acc[q][k] += v[r + q] * w;
+      }
+  for (; r < rows; ++r)
+    for (int k = 0; k < NV; ++k) {
+      V w;
+      std::memcpy(&w, W + r * cols + k * L, sizeof(V));
+      acc[0][k] += v[r] * w;
+    }
+  for (int k = 0; k < NV; ++k) {
+    for (int q = 1; q < P; ++q) acc[0][k] += acc[q][k];
+    std::memcpy(y + k * L, &acc[0][k], sizeof(V));
+  }
+}
+
+// y[0:cols] = sum_r v[r] * W[r, 0:cols] for a row-major W (rows, cols): eight chains of sums
+// per block of columns, as many vectors wide as there are columns left.
 template <typename T>
 static BX_INLINE void vec_mat(const T* __restrict__ v, const T* __restrict__ W, int64_t rows,
-                                 int64_t cols, T* __restrict__ y) {
+                              int64_t cols, T* __restrict__ y) {
+  constexpr int64_t L = sizeof(typename Lanes<T>::vec) / sizeof(T);
   int64_t j = 0;
-  for (; j + kBlock <= cols; j += kBlock) {
-    T acc[kBlock] = {};
-    for (int64_t r = 0; r < rows; ++r) {
-      const T vr = v[r];
-      const T* w = W + r * cols + j;
-      for (int64_t k = 0; k < kBlock; ++k) acc[k] += vr * w[k];
-    }
-    for (int64_t k = 0; k < kBlock; ++k) y[j + k] = acc[k];
-  }
+  for (; j + 8 * L <= cols; j += 8 * L) vec_mat_block<T, 8, 1>(v, W + j, rows, cols, y + j);
+  for (; j + 4 * L <= cols; j += 4 * L) vec_mat_block<T, 4, 2>(v, W + j, rows, cols, y + j);
+  for (; j + 2 * L <= cols; j += 2 * L) vec_mat_block<T, 2, 4>(v, W + j, rows, cols, y + j);
+  for (; j + L <= cols; j += L) vec_mat_block<T, 1, 8>(v, W + j, rows, cols, y + j);
   for (; j < cols; ++j) {
     T acc = 0;
     for (int64_t r = 0; r < rows; ++r) acc += v[r] * W[r * cols + j];
@@ -57,7 +82,6 @@ static BX_INLINE void vec_mat(const T* __restrict__ v, const T* __restrict__ W, 
 // gradient, updated once per kSteps steps with a block of g held in vector registers, so each
 // block of dR is loaded and stored once for all of them.
 constexpr int64_t kSteps = 8;
-template <typename T> struct Lanes { typedef T vec __attribute__((vector_size(BX_VEC_BYTES))); };
 template <typename T>
 static BX_INLINE void add_outer(const T* const* v, const T* __restrict__ g, int64_t rows,
                                    int64_t cols, T* __restrict__ dR) {
@@ -260,5 +284,5 @@ std::vector<at::Tensor> backward(at::Tensor d_out, at::Tensor dh_end, at::Tensor
 @cache
 def load() -> ModuleType | None:
     """The compiled module, built once per machine and cached by torch; None if unavailable."""
-    return build_extension("bioxlstm_slstm_cpu_v10", _SOURCE, ["forward", "backward"],
+    return build_extension("bioxlstm_slstm_cpu_v11", _SOURCE, ["forward", "backward"],
                            "sLSTM CPU kernel", avx512=True)
