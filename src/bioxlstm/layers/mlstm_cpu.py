@@ -7,7 +7,8 @@ go to the BLAS that torch links, one thread per task, and skip the zero block of
 matrix. The forward keeps each chunk's decayed scores (chunk-size floats per token and head) so the
 backward need not recompute them. The backward is written by hand and differentiates the
 stabilised arithmetic exactly, including the routing of the stabilisers' gradients through their
-maxima, so it matches autograd through `mlstm_chunkwise`.
+maxima, so it matches autograd through `mlstm_chunkwise`; it does not read h back (dh . h comes
+from products it computes anyway).
 
 The work around the cell has kernels of its own: `mlstm_input_cpu` (conv, q/k/v, gates) and
 `mlstm_output_cpu` (the output gate).

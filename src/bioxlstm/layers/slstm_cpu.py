@@ -4,9 +4,10 @@ Built on first use with torch's inline extension loader (needs a C++ compiler an
 cached by torch; if the build fails, or BIOXLSTM_NO_EXTENSIONS=1 is set, `load()` returns None and
 the pure-PyTorch loops run instead. Every (batch, head) pair is its own recurrence, so the loops
 run over time inside one parallel region (built with -fopenmp, without which at::parallel_for
-runs on one thread), with the small recurrent matvec written out by hand: no per-step
-allocation, dispatch or thread synchronisation. The gate arithmetic is vectorised through glibc's
-libmvec where `cpu_build` finds it, with an AVX2 build picked at load time where the CPU has it.
+runs on one thread), with the small recurrent matvec written out by hand in eight independent
+chains of vector sums: no per-step allocation, dispatch or thread synchronisation. The gate
+arithmetic is vectorised through glibc's libmvec where `cpu_build` finds it, with an AVX2 build
+picked at load time where the CPU has it.
 """
 
 from __future__ import annotations
