@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from bioxlstm.config import ModelConfig
 from bioxlstm.layers.backends import mlstm_kernel
 from bioxlstm.layers.dense import linear, split_linear
+from bioxlstm.layers.gelu_gate_cpu import gelu_gate_fused, gelu_gate_supported
 from bioxlstm.layers.mlstm import mlstm_step
 from bioxlstm.layers.mlstm_input_cpu import inputs_supported, mlstm_inputs_fused
 from bioxlstm.layers.mlstm_output_cpu import output_gate_fused, output_gate_supported
@@ -209,7 +210,11 @@ class GatedFFN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         gate, up = split_linear(x, self.proj_up.weight)
-        return self.dropout(linear(F.gelu(gate) * up, self.proj_down.weight))
+        if gelu_gate_supported(gate, up):
+            hidden = gelu_gate_fused(gate, up)
+        else:
+            hidden = F.gelu(gate) * up
+        return self.dropout(linear(hidden, self.proj_down.weight))
 
 
 class XLSTMBlock(nn.Module):

@@ -1,7 +1,7 @@
 """Building the optional C++ CPU kernels: one loader with a vectorised-maths build and a fallback.
 
 Kernel sources start with `SIMD_PRELUDE`. On x86-64 Linux with GCC it declares glibc's libmvec
-SIMD versions of exp, log1p and tanh (so `#pragma omp simd` loops calling them vectorise) and
+SIMD versions of exp, log1p, tanh and erf (so `#pragma omp simd` loops calling them vectorise) and
 defines `BX_CLONES`, which builds a function for AVX2/FMA and for the baseline and lets the loader
 pick the one this CPU runs. Without libmvec the same loops build and call the scalar functions.
 A kernel written with explicit vectors of `BX_VEC_BYTES` can ask for an AVX-512 build
@@ -35,6 +35,10 @@ double log1p(double) noexcept;
 float tanhf(float) noexcept;
 #pragma omp declare simd notinbranch
 double tanh(double) noexcept;
+#pragma omp declare simd notinbranch
+float erff(float) noexcept;
+#pragma omp declare simd notinbranch
+double erf(double) noexcept;
 }
 #endif
 #endif
