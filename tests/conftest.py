@@ -1,4 +1,5 @@
-"""Shared test helpers: deterministic seeds, small random mLSTM/sLSTM inputs, a tiny checkpoint."""
+"""Shared test helpers: deterministic seeds, small random mLSTM/sLSTM inputs, a tiny checkpoint,
+and a whole-model comparison of a fused kernel against the PyTorch operators it replaces."""
 
 import pytest
 import torch
@@ -37,3 +38,32 @@ def checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     XLSTMLanguageModel(preset("tiny-mlstm")).save_pretrained(path)
     return path
+
+
+def fused_and_unfused_runs(monkeypatch, preset_name, kernel, supported):
+    """A tiny float64 model's logits (two calls, the second from the first's state) and all
+    parameter gradients, first with `blocks.<kernel>` (calls counted), then with
+    `blocks.<supported>` answering False. Returns both runs and the number of kernel calls, which
+    the second run must not add to."""
+    from bioxlstm.layers import blocks
+
+    torch.manual_seed(0)
+    model = XLSTMLanguageModel(preset(preset_name)).double()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    ids = torch.randint(0, 12, (2, 21))
+    calls = []
+    fused = getattr(blocks, kernel)
+    monkeypatch.setattr(blocks, kernel, lambda *a: calls.append(1) or fused(*a))
+    runs, count = [], 0
+    for use_kernel in (True, False):
+        if not use_kernel:
+            count = len(calls)
+            monkeypatch.setattr(blocks, supported, lambda *t, **kw: False)
+        model.zero_grad()
+        first = model(ids[:, :13], return_state=True)
+        more = model(ids[:, 13:], state=first.state).logits
+        model.loss(ids).backward()
+        runs.append([first.logits, more, *(p.grad.clone() for p in model.parameters())])
+    assert len(calls) == count
+    return runs, count

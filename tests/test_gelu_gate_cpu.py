@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import fused_and_unfused_runs
 
 from bioxlstm import XLSTMLanguageModel, preset
 from bioxlstm.layers import blocks, gelu_gate_cpu
@@ -50,23 +51,11 @@ def test_gradcheck():
 
 def test_ffn_equals_unfused_ffn(monkeypatch):
     """Whole sLSTM model (its blocks' FFNs): the fused kernel changes nothing but rounding."""
-    torch.manual_seed(0)
-    model = XLSTMLanguageModel(preset("tiny-slstm")).double()
-    for p in model.parameters():
-        torch.nn.init.normal_(p, std=0.2)
-    ids = torch.randint(0, 12, (2, 21))
-    calls = []
-    fused_kernel = blocks.gelu_gate_fused
-    monkeypatch.setattr(blocks, "gelu_gate_fused", lambda *a: calls.append(1) or fused_kernel(*a))
-    runs = []
-    for fused in (True, False):
-        if not fused:
-            monkeypatch.setattr(blocks, "gelu_gate_supported", lambda *t: False)
-        model.zero_grad()
-        model.loss(ids).backward()
-        runs.append([model(ids).logits.detach(), *(p.grad.clone() for p in model.parameters())])
-    ffns = sum(isinstance(m, blocks.GatedFFN) for m in model.modules())
-    assert ffns > 0 and len(calls) == 2 * ffns
+    runs, calls = fused_and_unfused_runs(monkeypatch, "tiny-slstm", "gelu_gate_fused",
+                                         "gelu_gate_supported")
+    ffns = sum(isinstance(m, blocks.GatedFFN)
+               for m in XLSTMLanguageModel(preset("tiny-slstm")).modules())
+    assert ffns > 0 and calls == 3 * ffns  # every FFN in all three calls
     for a, e in zip(*runs):
         torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-10)
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import fused_and_unfused_runs
 
-from bioxlstm import XLSTMLanguageModel, preset
-from bioxlstm.layers import blocks, cpu_build, mlstm_input_cpu
+from bioxlstm import preset
+from bioxlstm.layers import cpu_build, mlstm_input_cpu
 
 pytestmark = pytest.mark.skipif(mlstm_input_cpu.load() is None, reason="kernel not built")
 
@@ -80,25 +81,11 @@ def test_float32_close_to_float64(S, D):
 
 def test_layer_equals_unfused_layer(monkeypatch):
     """Whole model, with carried state: the fused input side changes nothing but rounding."""
-    torch.manual_seed(0)
-    model = XLSTMLanguageModel(preset("tiny-mlstm")).double()
-    for p in model.parameters():
-        torch.nn.init.normal_(p, std=0.2)
-    ids = torch.randint(0, 12, (2, 21))
-    first = model(ids[:, :13], return_state=True)
-    more = model(ids[:, 13:], state=first.state).logits
-    loss = model.loss(ids)
-    loss.backward()
-    grads = [p.grad.clone() for p in model.parameters()]
-    model.zero_grad()
-    monkeypatch.setattr(blocks, "inputs_supported", lambda *t, **kw: False)
-    ref_first = model(ids[:, :13], return_state=True)
-    ref_more = model(ids[:, 13:], state=ref_first.state).logits
-    model.loss(ids).backward()
-    torch.testing.assert_close(first.logits, ref_first.logits, rtol=1e-10, atol=1e-10)
-    torch.testing.assert_close(more, ref_more, rtol=1e-10, atol=1e-10)
-    for g, p in zip(grads, model.parameters()):
-        torch.testing.assert_close(g, p.grad, rtol=1e-9, atol=1e-10)
+    runs, calls = fused_and_unfused_runs(monkeypatch, "tiny-mlstm", "mlstm_inputs_fused",
+                                         "inputs_supported")
+    assert calls == 3 * preset("tiny-mlstm").num_blocks  # every block in all three calls
+    for a, e in zip(*runs):
+        torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-10)
 
 
 def test_large_blocks_take_the_torch_operators():

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import fused_and_unfused_runs
 
-from bioxlstm import XLSTMLanguageModel, preset
-from bioxlstm.layers import blocks, slstm_input_cpu
+from bioxlstm import preset
+from bioxlstm.layers import slstm_input_cpu
 
 pytestmark = pytest.mark.skipif(slstm_input_cpu.load() is None, reason="kernel not built")
 
@@ -70,26 +71,9 @@ def test_float32_close_to_float64(DH):
 
 def test_layer_equals_unfused_layer(monkeypatch):
     """Whole sLSTM model, with carried state: the fused input side changes nothing but rounding."""
-    torch.manual_seed(0)
-    model = XLSTMLanguageModel(preset("tiny-slstm")).double()
-    for p in model.parameters():
-        torch.nn.init.normal_(p, std=0.2)
-    ids = torch.randint(0, 12, (2, 21))
-    calls = []
-    fused_kernel = blocks.slstm_inputs_fused
-    monkeypatch.setattr(blocks, "slstm_inputs_fused", lambda *a: calls.append(1) or fused_kernel(*a))
-    runs = []
-    for fused in (True, False):
-        if not fused:
-            monkeypatch.setattr(blocks, "slstm_inputs_supported", lambda *t: False)
-        model.zero_grad()
-        first = model(ids[:, :13], return_state=True)
-        more = model(ids[:, 13:], state=first.state).logits
-        model.loss(ids).backward()
-        runs.append([first.logits, more, *(p.grad.clone() for p in model.parameters())])
-        if fused:  # both blocks of the three calls took the kernel
-            assert len(calls) == 6
-    assert len(calls) == 6
+    runs, calls = fused_and_unfused_runs(monkeypatch, "tiny-slstm", "slstm_inputs_fused",
+                                         "slstm_inputs_supported")
+    assert calls == 3 * preset("tiny-slstm").num_blocks  # every block in all three calls
     for a, e in zip(*runs):
         torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-10)
 
