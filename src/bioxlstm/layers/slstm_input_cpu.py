@@ -174,10 +174,9 @@ template <typename T, int N>
 static BX_INLINE void bwd_rows(const In<T>& p, const T* dwx, const T* c, T* dpre, T* dx, T* part,
                                T* u, int64_t r0, int64_t r1) {
   const int64_t D = p.D, K = p.K, NH = p.NH, DH = p.DH;
-  for (int64_t r = r0; r < r1; r += kTile)
-    gate_weight_grads<T, N>(p, dwx, c, part + (K + 1) * D, r, std::min(r1, r + kTile));
-  for (int64_t r0t = r0; r0t < r1; r0t += kTile) {
+  for (int64_t r0t = r0; r0t < r1; r0t += kTile) {  // one tile of rows while it is in cache
     const int64_t rows = std::min(r1 - r0t, kTile);
+    gate_weight_grads<T, N>(p, dwx, c, part + (K + 1) * D, r0t, r0t + rows);
     const T* g = dwx + r0t * 4 * D;
     for (int64_t h = 0; h < NH; ++h) {
       const T* Wh = p.W + h * DH * DH;
@@ -187,23 +186,23 @@ static BX_INLINE void bwd_rows(const In<T>& p, const T* dwx, const T* c, T* dpre
       vec_block<T, N>(g + 2 * D + o, sg, Wh + 2 * gate, DH, dx + r0t * D + o, D, false, rows);
       vec_block<T, N>(g + 3 * D + o, sg, Wh + 3 * gate, DH, dx + r0t * D + o, D, true, rows);
     }
-  }
-  for (int64_t r = r0; r < r1; ++r) {
-    const int64_t b = r / p.S, t = r % p.S;
-    T* __restrict__ dp = dpre + r * D;
-    p.conv(b, t, u);
-    T* __restrict__ db = part + K * D;
+    for (int64_t r = r0t; r < r0t + rows; ++r) {
+      const int64_t b = r / p.S, t = r % p.S;
+      T* __restrict__ dp = dpre + r * D;
+      p.conv(b, t, u);
+      T* __restrict__ db = part + K * D;
 #pragma omp simd
-    for (int64_t d = 0; d < D; ++d) {
-      const T s = sigmoid(u[d]);
-      dp[d] *= s * (T(1) + u[d] * (T(1) - s));
-      db[d] += dp[d];
-    }
-    for (int64_t k = 0; k < K; ++k) {
-      const T* __restrict__ xr = p.xrow(b, t + k);
-      T* __restrict__ dw = part + k * D;
+      for (int64_t d = 0; d < D; ++d) {
+        const T s = sigmoid(u[d]);
+        dp[d] *= s * (T(1) + u[d] * (T(1) - s));
+        db[d] += dp[d];
+      }
+      for (int64_t k = 0; k < K; ++k) {
+        const T* __restrict__ xr = p.xrow(b, t + k);
+        T* __restrict__ dw = part + k * D;
 #pragma omp simd
-      for (int64_t d = 0; d < D; ++d) dw[d] += dp[d] * xr[d];
+        for (int64_t d = 0; d < D; ++d) dw[d] += dp[d] * xr[d];
+      }
     }
   }
 }
@@ -315,7 +314,7 @@ std::vector<at::Tensor> backward(at::Tensor dwx, at::Tensor x, at::Tensor c, at:
 @cache
 def load() -> ModuleType | None:
     """The compiled module, built once per machine and cached by torch; None if unavailable."""
-    return build_extension("bioxlstm_slstm_input_cpu_v4", _SOURCE, ["forward", "backward"],
+    return build_extension("bioxlstm_slstm_input_cpu_v5", _SOURCE, ["forward", "backward"],
                            "sLSTM input-side CPU kernel", avx512=True)
 
 
