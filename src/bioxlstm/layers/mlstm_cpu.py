@@ -348,8 +348,8 @@ BX_CLONES static void backward_bh(int64_t b, int64_t h, int64_t NH, int64_t S, i
     const T* dH = dhs.at(b, h, t0);
     T *dQ = dq.at(b, h, t0), *dK = dk.at(b, h, t0), *dV = dv.at(b, h, t0);
     T *di = di_all + bh * S + t0, *df = df_all + bh * S + t0;
-    const T *Cc = Call + c * DH * DV, *Cout = Cc + DH * DV;
-    const T *nc = nall + c * DH, *nout = nc + DH;
+    const T* Cc = Call + c * DH * DV;
+    const T* nc = nall + c * DH;
     const T m_in = mall[c];
     const T* Sm = Ss + (bh * NC + c) * L * L;  // the forward's decayed scores
     if (c > 0) {  // the previous chunk, next in this backward walk
@@ -364,7 +364,6 @@ BX_CLONES static void backward_bh(int64_t b, int64_t h, int64_t NH, int64_t S, i
     }
     chunk_gates(fg, ig, Lc, L, lf.data(), bc.data(), dec.data(), logd.data());
     std::fill(db.begin(), db.begin() + Lc, T(0));
-    std::fill(dlin.begin(), dlin.begin() + Lc, T(0));
     T dmin = 0;
 
     // state update: C_out = ws C_in + sum_j w_j k_j v_j^T, m_out = max(g + m_in, max_j log_in)
@@ -373,24 +372,19 @@ BX_CLONES static void backward_bh(int64_t b, int64_t h, int64_t NH, int64_t S, i
     const T m_new = std::max(g + m_in, a), ws = std::exp(g + m_in - m_new);
     const T* dCp = dC.data();
     T* dCnp = dCn.data();
-    T dot_out = 0, dot_in = 0;
-#pragma omp simd reduction(+ : dot_out, dot_in)
+    // dC . C_out and dn . n_out come from C_out = ws C_in + sum_j w_j k_j v_j^T (likewise n_out):
+    // ws (dC . C_in + dn . n_in) + sum_j w_j k_j . (dC v_j + dn), so C_out is not read back
+    T dot_in = 0;
+#pragma omp simd reduction(+ : dot_in)
     for (int64_t x = 0; x < DH * DV; ++x) {
-      dot_out += dCp[x] * Cout[x];
       dot_in += dCp[x] * Cc[x];
       dCnp[x] = ws * dCp[x];
     }
-    dot_out += dot(dn.data(), nout, DH);
     dot_in += dot(dn.data(), nc, DH);
-    T dgm = 0, da = 0;
-    route_max2(g + m_in, a, dm - dot_out, dgm, da);
-    if (da != T(0)) route_amax(log_in, Lc, a, da, dlin.data());
-    const T dg = dgm + ws * dot_in;
-    dmin += dg;
-    db[Lc - 1] += dg;
     mm<T>(false, true, Lc, DH, DV, T(1), V, v.ss, dCp, DV, T(0), G.data(), DH);
 #pragma omp simd
     for (int64_t j = 0; j < Lc; ++j) w[j] = std::exp(log_in[j] - m_new) * alpha;
+    T dot_kv = 0;
     for (int64_t j = 0; j < Lc; ++j) {
       const T* kj = K + j * k.ss;
       const T* gj = G.data() + j * DH;
@@ -406,8 +400,15 @@ BX_CLONES static void backward_bh(int64_t b, int64_t h, int64_t NH, int64_t S, i
         dkj[d] = wj * gd;
         kw[d] = wj * kj[d];
       }
-      dlin[j] += wj * s;
+      dlin[j] = wj * s;
+      dot_kv += wj * s;
     }
+    T dgm = 0, da = 0;
+    route_max2(g + m_in, a, dm - (ws * dot_in + dot_kv), dgm, da);
+    if (da != T(0)) route_amax(log_in, Lc, a, da, dlin.data());
+    const T dg = dgm + ws * dot_in;
+    dmin += dg;
+    db[Lc - 1] += dg;
     mm<T>(false, false, Lc, DV, DH, T(1), Kw.data(), DH, dCp, DV, T(0), dV, dv.ss);
     for (int64_t j = 0; j < Lc; ++j) {
       db[Lc - 1] += dlin[j];
@@ -543,7 +544,7 @@ std::vector<at::Tensor> backward(at::Tensor q, at::Tensor k, at::Tensor v, at::T
 def load() -> ModuleType | None:
     """The compiled module, built once per machine and cached by torch; None if unavailable."""
     return build_extension(
-        "bioxlstm_mlstm_cpu_v11", _SOURCE,
+        "bioxlstm_mlstm_cpu_v12", _SOURCE,
         ["forward", "backward"], "mLSTM CPU kernel")
 
 
