@@ -26,6 +26,7 @@ bench: $(STAMP)
 	mkdir -p benchmarks/results docs/img
 	$(BIN)/python benchmarks/throughput.py --json benchmarks/results/throughput.json
 	$(BIN)/python benchmarks/generation.py --json benchmarks/results/generation.json
+	$(BIN)/python benchmarks/paired_generation.py --json benchmarks/results/paired_generation.json
 	$(BIN)/python benchmarks/plot.py --throughput benchmarks/results/throughput.json \
 		--generation benchmarks/results/generation.json --out docs/img
 
