@@ -23,9 +23,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from bioxlstm.layers.cpu_build import SIMD_PRELUDE
 from bioxlstm.layers.mlstm import EPS as MLSTM_EPS
 
-_SOURCE = r"""
+_SOURCE = SIMD_PRELUDE + r"""
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <algorithm>
@@ -130,11 +131,17 @@ HOT void linear_range(const T* x, const T* W, const T* add, T* y, int64_t B, int
 template <typename T>
 INL void conv_row(const T* x, const T* st, const T* w, const T* bias, T* out, T* new_st,
                   int64_t D, int64_t K) {
+  // tap by tap over all channels, in the order bias, state rows, x, so the loops vectorise
+  std::copy(bias, bias + D, out);
+  for (int64_t k = 0; k < K - 1; ++k) {
+    const T* sk = st + k * D;
+#pragma omp simd
+    for (int64_t ch = 0; ch < D; ++ch) out[ch] += w[ch * K + k] * sk[ch];
+  }
+#pragma omp simd
   for (int64_t ch = 0; ch < D; ++ch) {
-    T y = bias[ch];
-    for (int64_t k = 0; k < K - 1; ++k) y += w[ch * K + k] * st[k * D + ch];
-    y += w[ch * K + K - 1] * x[ch];
-    out[ch] = silu(y);
+    const T y = out[ch] + w[ch * K + K - 1] * x[ch];
+    out[ch] = y / (T(1) + std::exp(-y));
   }
   if (K > 1) {  // new_st may be st itself: shift left, then append x
     std::memmove(new_st, st + D, (K - 2) * D * sizeof(T));
@@ -145,7 +152,15 @@ INL void conv_row(const T* x, const T* st, const T* w, const T* bias, T* out, T*
 // y[blk, o] = sum_i W[blk, o, i] x[blk, i] for blocks of size bs (BS > 0: a compile-time bs)
 template <typename T, int64_t BS = 0>
 INL void block_diag(const T* x, const T* W, T* y, int64_t D, int64_t bs) {
-  if (BS) bs = BS;
+  if (BS) {
+#pragma omp simd
+    for (int64_t o = 0; o < D; ++o) {
+      T s = 0;
+      for (int64_t i = 0; i < BS; ++i) s += W[o * BS + i] * x[o / BS * BS + i];
+      y[o] = s;
+    }
+    return;
+  }
   for (int64_t o = 0; o < D; ++o) {
     const T* xb = x + o / bs * bs; const T* wr = W + o * bs;
     T s = 0;
@@ -475,9 +490,9 @@ def load() -> ModuleType | None:
     try:
         from torch.utils.cpp_extension import load_inline
 
-        return load_inline(name="bioxlstm_fused_step_v7", cpp_sources=[_SOURCE],
+        return load_inline(name="bioxlstm_fused_step_v8", cpp_sources=[_SOURCE],
                            functions=["step"], extra_cflags=["-O3", "-fopenmp"],
-                           extra_ldflags=["-fopenmp"])
+                           extra_ldflags=["-fopenmp", "-lmvec"])
     except Exception as err:  # any build failure means: use the generic forward
         print(f"bioxlstm: fused step kernel unavailable, using the generic forward ({err})"[:300],
               file=sys.stderr)
