@@ -190,8 +190,11 @@ def test_preset_parameter_counts_match_their_names(name):
 
 def test_bad_input_ids_give_clear_errors():
     model = tiny("tiny-mlstm")
-    with pytest.raises(ValueError, match=r"input_ids must lie in \[0, 12\)"):
+    with pytest.raises(ValueError, match=r"input_ids must lie in \[0, 12\); got values from 1 to 12"):
         model(torch.tensor([[1, 2, 12]]))
+    state = model(ids(S=3), return_state=True).state
+    with torch.no_grad(), pytest.raises(ValueError, match="got values from -1 to 3"):
+        model.step(torch.tensor([3, -1]), state)
     with pytest.raises(ValueError, match="integer tensor"):
         model(torch.zeros(1, 3))
     with pytest.raises(ValueError, match="bidirectional"):

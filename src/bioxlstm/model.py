@@ -89,9 +89,11 @@ class XLSTMLanguageModel(
                              f"{input_ids.dtype} of shape {tuple(input_ids.shape)}")
         if input_ids.shape[1] == 0:
             raise ValueError("input_ids must hold at least one token per sequence")
-        if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size):
-            raise ValueError(f"input_ids must lie in [0, {self.config.vocab_size}); got values "
-                             f"from {int(input_ids.min())} to {int(input_ids.max())}")
+        if input_ids.numel():
+            lo, hi = (v.item() for v in torch.aminmax(input_ids))  # one pass, cheap per token
+            if lo < 0 or hi >= self.config.vocab_size:
+                raise ValueError(f"input_ids must lie in [0, {self.config.vocab_size}); got "
+                                 f"values from {lo} to {hi}")
 
     def forward(
         self,

@@ -267,6 +267,7 @@ HOT void slstm_cell(const SLSTMWeights& w, int64_t hd, const T* u, const T* c_in
 #pragma omp simd
     for (int64_t j = 0; j < 4 * DH; ++j) raw[j] += a * r[j];
   }
+#pragma omp simd
   for (int64_t j = 0; j < DH; ++j) {
     const T ir = raw[j], fr = raw[DH + j], zr = raw[2 * DH + j], orr = raw[3 * DH + j];
     const T lf = logsigm(fr), n = n0[j], m = m0[j];
@@ -408,6 +409,7 @@ at::Tensor slstm_block(at::Tensor x, const at::Tensor* w, const at::Tensor* s,
   auto gb = at::empty({B, F}, x.options());
   const T* Up = up.data_ptr<T>(); T* Gb = gb.data_ptr<T>();
   for (int64_t b = 0; b < B; ++b)
+#pragma omp simd
     for (int64_t j = 0; j < F; ++j) Gb[b * F + j] = gelu(Up[b * 2 * F + j]) * Up[b * 2 * F + F + j];
   out.insert(out.end(), {conv_new, h1, c1, n1, m1});
   return linear<T>(gb, w[12], X);
@@ -490,7 +492,7 @@ def load() -> ModuleType | None:
     try:
         from torch.utils.cpp_extension import load_inline
 
-        return load_inline(name="bioxlstm_fused_step_v8", cpp_sources=[_SOURCE],
+        return load_inline(name="bioxlstm_fused_step_v9", cpp_sources=[_SOURCE],
                            functions=["step"], extra_cflags=["-O3", "-fopenmp"],
                            extra_ldflags=["-fopenmp", "-lmvec"])
     except Exception as err:  # any build failure means: use the generic forward
@@ -514,9 +516,11 @@ class _Plan:
             third = block.ffn_norm.eps if block.kind == "slstm" else MLSTM_EPS
             self.eps += [block.norm.eps, block.layer.out_norm.eps, third]
         self.head_dim = model.config.mlstm_inner_dim // model.config.mlstm_heads
+        self.ends = model.embedding.weight, model.norm.weight, model.head.weight
 
 
 _registrations = 0
+_NO_ROTATION = torch.empty(0)
 
 
 def _count_registration(*_: Any) -> None:
@@ -579,11 +583,9 @@ def fused_step(model: nn.Module, input_ids: Tensor, state: list[Any], position: 
     for conv_state, cell in state:
         flat.append(conv_state)
         flat.extend(cell)
-    rot = (_rotation(model, B, position, position_ids, plan) if model.config.rope
-           else torch.empty(0))
-    out = ext.step(input_ids.reshape(B).long(), model.embedding.weight, model.norm.weight,
-                   model.head.weight, plan.weights, flat, plan.kinds, rot, plan.eps,
-                   model.config.vocab_size, inplace)
+    rot = _rotation(model, B, position, position_ids, plan) if model.config.rope else _NO_ROTATION
+    out = ext.step(input_ids.reshape(B).long(), *plan.ends, plan.weights, flat, plan.kinds, rot,
+                   plan.eps, model.config.vocab_size, inplace)
     if not out:
         return None
     if len(out) == 2:  # updated in place
