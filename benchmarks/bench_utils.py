@@ -72,6 +72,19 @@ def resolve(name: str) -> ModelSpec:
     return ModelSpec(name, "transformer", asdict(config), config.num_parameters(), sized_from)
 
 
+def resolve_runnable(models: str, kinds: tuple[str, ...] = ("xlstm", "transformer", "reference")
+                     ) -> list[ModelSpec]:
+    """Specs of comma-separated model names, for a script that runs all of them in one process:
+    exits with the reason if one is skipped (e.g. not installed) or of a kind it cannot run."""
+    specs = [resolve(name.strip()) for name in models.split(",") if name.strip()]
+    for spec in specs:
+        if spec.skip:
+            sys.exit(f"{spec.name}: {spec.skip}")
+        if spec.kind not in kinds:
+            sys.exit(f"{spec.name}: a {spec.kind} model cannot run here")
+    return specs
+
+
 def build(spec: ModelSpec, seq_len: int) -> nn.Module:
     """Instantiate the model a spec describes, able to take seq_len tokens."""
     if spec.kind == "xlstm":

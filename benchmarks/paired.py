@@ -10,12 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from typing import Any
 
 import torch
-from bench_utils import add_output_args, build, machine_info, resolve, setup_worker
+from bench_utils import add_output_args, build, machine_info, resolve_runnable, setup_worker
 from roofline import MatmulProbe, roofline_share
 from throughput import train_step
 
@@ -54,11 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     """Build every model, alternate their training steps, print and optionally save the result."""
     args = parse_args(argv)
     setup_worker(args.threads)
-    names = [name.strip() for name in args.models.split(",") if name.strip()]
-    specs = [resolve(name) for name in names]
-    for spec in specs:
-        if spec.skip:
-            sys.exit(f"{spec.name}: {spec.skip}")
+    specs = resolve_runnable(args.models)
+    names = [spec.name for spec in specs]
     batch = max(1, args.batch_tokens // args.seq_len)
     torch.manual_seed(0)
     models = [build(spec, args.seq_len) for spec in specs]

@@ -11,12 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from typing import Any
 
 import torch
-from bench_utils import add_output_args, build, machine_info, resolve, setup_worker
+from bench_utils import add_output_args, build, machine_info, resolve_runnable, setup_worker
 from generation import prefill, step
 
 
@@ -52,11 +51,8 @@ def main(argv: list[str] | None = None) -> None:
     """Prefill every model, alternate their generation rounds, print and optionally save."""
     args = parse_args(argv)
     setup_worker(args.threads)
-    names = [name.strip() for name in args.models.split(",") if name.strip()]
-    specs = [resolve(name) for name in names]
-    for spec in specs:
-        if spec.skip or spec.kind == "reference":
-            sys.exit(f"{spec.name}: {spec.skip or 'the reference library has no generation step'}")
+    specs = resolve_runnable(args.models, kinds=("xlstm", "transformer"))
+    names = [spec.name for spec in specs]
     torch.manual_seed(0)
     total = args.context + args.warmup + args.rounds * args.tokens_per_round
     models = [build(spec, total).eval() for spec in specs]

@@ -31,3 +31,9 @@ def test_paired_generation_rejects_bad_options() -> None:
     proc = subprocess.run([sys.executable, str(SCRIPT), "--tokens-per-round", "0"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "--tokens-per-round" in proc.stderr
+
+
+def test_paired_generation_refuses_models_it_cannot_run() -> None:
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--models", "tiny-mlstm,reference:tiny-mlstm"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "reference:tiny-mlstm:" in proc.stderr
