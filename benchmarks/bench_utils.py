@@ -81,7 +81,7 @@ def resolve_runnable(models: str, kinds: tuple[str, ...] = ("xlstm", "transforme
         if spec.skip:
             sys.exit(f"{spec.name}: {spec.skip}")
         if spec.kind not in kinds:
-            sys.exit(f"{spec.name}: a {spec.kind} model cannot run here")
+            sys.exit(f"{spec.name}: this benchmark runs only {', '.join(kinds)} models")
     return specs
 
 
