@@ -117,7 +117,8 @@ class XLSTMLanguageModel(
             fused = fused_step.fused_step(self, input_ids, state.blocks, offset, position_ids)
             if fused is not None:
                 logits, h, blocks = fused
-                return LMOutput(logits, h, LMState(blocks, offset + 1) if return_state else None)
+                return LMOutput(logits.unsqueeze(1), h.unsqueeze(1),
+                                LMState(blocks, offset + 1) if return_state else None)
         if position_ids is None and self.config.rope:
             position_ids = torch.arange(offset, offset + S, device=input_ids.device).expand(B, S)
         if self.config.rc_equivariant:
@@ -291,7 +292,7 @@ class XLSTMLanguageModel(
             fused = fused_step.fused_step(self, ids, state.blocks, state.position, inplace=True)
             if fused is not None:
                 state.blocks, state.position = fused[2], state.position + 1
-                return fused[0][:, 0]
+                return fused[0]
         out = self(ids, state=state, return_state=True)
         state.blocks, state.position = out.state.blocks, out.state.position
         return out.logits[:, -1]

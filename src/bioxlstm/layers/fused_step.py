@@ -567,7 +567,7 @@ def _rotation(model: nn.Module, B: int, position: int, position_ids: Tensor | No
 def fused_step(model: nn.Module, input_ids: Tensor, state: list[Any], position: int,
                position_ids: Tensor | None = None, inplace: bool = False
                ) -> tuple[Tensor, Tensor, list[Any]] | None:
-    """Logits (B, 1, vocab), final hidden (B, 1, d) and new block states for one token, or None.
+    """Logits (B, vocab), final hidden (B, d) and new block states for one token, or None.
 
     None means the weights and state are not all CPU tensors of one floating dtype (weights
     also contiguous), so the caller runs the generic forward. With `inplace` the new state
@@ -589,7 +589,7 @@ def fused_step(model: nn.Module, input_ids: Tensor, state: list[Any], position: 
     if not out:
         return None
     if len(out) == 2:  # updated in place
-        return out[0].unsqueeze(1), out[1].unsqueeze(1), state
+        return out[0], out[1], state
     blocks, i = [], 2
     for kind in plan.kinds:
         if kind:
@@ -598,4 +598,4 @@ def fused_step(model: nn.Module, input_ids: Tensor, state: list[Any], position: 
         else:
             blocks.append((out[i], tuple(out[i + 1:i + 4])))
             i += 4
-    return out[0].unsqueeze(1), out[1].unsqueeze(1), blocks
+    return out[0], out[1], blocks
