@@ -2,20 +2,20 @@
 
 A generation step feeds one token per sequence through every block. In the generic forward that
 is a few hundred small operator calls, whose Python and dispatcher overhead dominates at batch 1.
-Here the step runs in C++: the dense projections (mLSTM up/down, sLSTM FFN, head) stay ATen
-matmuls, and the rest (norms, causal conv, block-diagonal q/k/v and gates, RoPE, the mLSTM and
-sLSTM cell updates, output gating) are hand-fused loops. It reads the model's parameters as they
-are (no copies), never modifies the incoming state, and returns the same state layout as the
-generic path, so the two paths can be mixed freely.
+Here the step runs in C++: the dense projections (mLSTM up/down, sLSTM FFN, head) are
+register-tiled loops that read each weight row once for all sequences, split over threads (a
+step streams every weight, so it is bound by memory bandwidth), and the rest (norms, causal conv,
+block-diagonal q/k/v and gates, RoPE, the mLSTM and sLSTM cell updates, output gating) are
+hand-fused loops. It reads the model's parameters as they are (no copies), never modifies the
+incoming state unless asked to, and returns the same state layout as the generic path, so the
+two paths can be mixed freely.
 
-Built on first use with torch's inline extension loader and cached by torch; if the build fails,
-or BIOXLSTM_NO_EXTENSIONS=1 is set, `load()` returns None and the generic forward runs instead.
+Built on first use by `cpu_build` and cached by torch; if the build fails, or
+BIOXLSTM_NO_EXTENSIONS=1 is set, `load()` returns None and the generic forward runs instead.
 """
 
 from __future__ import annotations
 
-import os
-import sys
 from functools import cache
 from types import ModuleType
 from typing import Any
@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bioxlstm.layers.cpu_build import SIMD_PRELUDE
+from bioxlstm.layers.cpu_build import SIMD_PRELUDE, build_extension
 from bioxlstm.layers.mlstm import EPS as MLSTM_EPS
 
 _SOURCE = SIMD_PRELUDE + r"""
@@ -487,18 +487,7 @@ _SLSTM_WEIGHTS = ("norm.weight", "layer.conv.weight", "layer.conv.bias", "layer.
 @cache
 def load() -> ModuleType | None:
     """The compiled module, built once per machine and cached by torch; None if unavailable."""
-    if os.environ.get("BIOXLSTM_NO_EXTENSIONS") == "1":
-        return None
-    try:
-        from torch.utils.cpp_extension import load_inline
-
-        return load_inline(name="bioxlstm_fused_step_v9", cpp_sources=[_SOURCE],
-                           functions=["step"], extra_cflags=["-O3", "-fopenmp"],
-                           extra_ldflags=["-fopenmp", "-lmvec"])
-    except Exception as err:  # any build failure means: use the generic forward
-        print(f"bioxlstm: fused step kernel unavailable, using the generic forward ({err})"[:300],
-              file=sys.stderr)
-        return None
+    return build_extension("bioxlstm_fused_step_v9", _SOURCE, ["step"], "fused step kernel")
 
 
 class _Plan:
