@@ -26,6 +26,7 @@ TRANSFORMER_PREFIX = "transformer:"
 REFERENCE_PREFIX = "reference:"
 DEFAULT_MODELS = ("dna-xlstm-500k", "transformer:dna-xlstm-500k",
                   "dna-xlstm-4m", "transformer:dna-xlstm-4m")
+REFERENCE_MODELS = ("reference:dna-xlstm-500k", "reference:dna-xlstm-4m")
 STARTUP_GRACE_S = 60.0
 
 
@@ -50,6 +51,14 @@ def xlstm_model(preset_name: str, seq_len: int | None = None, **overrides: Any) 
     if seq_len is not None and seq_len > config.context_length:
         config = preset(preset_name, **{**overrides, "context_length": seq_len})
     return XLSTMLanguageModel(config)
+
+
+def default_models() -> list[str]:
+    """DEFAULT_MODELS, and the reference library's models of the same shapes when it is installed
+    (the optional benchmark extra), so `make bench` compares against it wherever it can."""
+    from reference_xlstm import missing
+
+    return [*DEFAULT_MODELS, *(() if missing() else REFERENCE_MODELS)]
 
 
 def resolve(name: str) -> ModelSpec:
@@ -119,6 +128,20 @@ def resolve_reference(name: str) -> ModelSpec:
 def count(model: nn.Module) -> int:
     """Number of parameters."""
     return sum(p.numel() for p in model.parameters())
+
+
+def build_kernels_first(device: str) -> None:
+    """On CPU, build every optional kernel before any worker starts: a first build takes 25-60 s
+    per kernel, which would count against a case's time budget, and a worker killed mid-build
+    would leave torch's build lock behind for every later worker to wait on."""
+    if device != "cpu":
+        return
+    from bioxlstm.layers.cpu_kernels import build_cpu_kernels
+
+    missing = [name for name, ok in build_cpu_kernels().items() if not ok]
+    if missing:
+        print(f"CPU kernels unavailable, their PyTorch forms run: {', '.join(missing)}",
+              file=sys.stderr)
 
 
 def setup_worker(threads: int | None) -> None:

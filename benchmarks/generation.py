@@ -23,6 +23,7 @@ from bench_utils import (
     add_output_args,
     add_run_args,
     build,
+    build_kernels_first,
     machine_info,
     resolve,
     run_worker,
@@ -93,6 +94,7 @@ def main(argv: list[str] | None = None) -> None:
         return worker(json.loads(args.worker))
     if args.threads:
         torch.set_num_threads(args.threads)
+    build_kernels_first(args.device)
     specs = [resolve(name.strip()) for name in args.models.split(",") if name.strip()]
     common = dict(batch=args.batch, device=args.device, dtype=args.dtype, threads=args.threads,
                   max_seconds=args.max_seconds)

@@ -19,11 +19,14 @@ import torch
 import torch.nn.functional as F
 from bench_utils import (
     DEFAULT_MODELS,
+    REFERENCE_MODELS,
     ModelSpec,
     PeakMemory,
     add_output_args,
     add_run_args,
     build,
+    build_kernels_first,
+    default_models,
     machine_info,
     resolve,
     run_worker,
@@ -44,12 +47,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "runs in its own process; peak memory is torch.cuda.max_memory_allocated on CUDA and "
         "the growth of the process's resident set (RSS high-water mark) on CPU. Cases over "
         "--max-seconds or out of memory are reported as skipped.")
-    parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
+    parser.add_argument("--models",
                         help="comma-separated models: an xLSTM preset name (e.g. dna-xlstm-4m), "
                         "transformer:<preset> for a Transformer with as many parameters, or "
                         "reference:<preset> for the reference xlstm library's model of that "
-                        "shape (optional extra: pip install -e '.[reference]') "
-                        "(default: %(default)s)")
+                        "shape (optional extra: pip install -e '.[reference]') (default: "
+                        f"{','.join(DEFAULT_MODELS)}, and {','.join(REFERENCE_MODELS)} when the "
+                        "reference library is installed)")
     parser.add_argument("--seq-lens", help=f"comma-separated sequence lengths "
                         f"(default {FULL['seq_lens']}; --quick: {QUICK['seq_lens']})")
     parser.add_argument("--batch-tokens", type=int,
@@ -80,6 +84,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if args.models is None:
+        args.models = ",".join(default_models())
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     return args
@@ -92,6 +98,7 @@ def main(argv: list[str] | None = None) -> None:
         return worker(json.loads(args.worker))
     if args.threads:
         torch.set_num_threads(args.threads)
+    build_kernels_first(args.device)
     seq_lens = [int(s) for s in args.seq_lens.split(",")]
     specs = [resolve(name.strip()) for name in args.models.split(",") if name.strip()]
     results, methods = [], set()

@@ -86,3 +86,15 @@ def test_reference_adapter_matches_our_parameter_count() -> None:
         sys.path.remove(str(SCRIPT.parent))
     ours = count(xlstm_model("dna-xlstm-4m", 16))
     assert abs(reference_params("dna-xlstm-4m") - ours) <= 0.05 * ours
+
+
+@pytest.mark.parametrize("installed", [True, False])
+def test_default_models_add_the_reference_only_when_installed(installed: bool, monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    import bench_utils
+    import reference_xlstm
+
+    monkeypatch.setattr(reference_xlstm, "missing", lambda: "" if installed else "not installed")
+    models = bench_utils.default_models()
+    assert models[:4] == list(bench_utils.DEFAULT_MODELS)
+    assert models[4:] == (["reference:dna-xlstm-500k", "reference:dna-xlstm-4m"] if installed else [])

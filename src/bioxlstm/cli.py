@@ -30,6 +30,24 @@ def _presets(args: argparse.Namespace) -> None:
               f"{slstm:>14}{config.context_length:>10}{n:>14,}{ratio:>9}")
 
 
+def _kernels(args: argparse.Namespace) -> None:
+    import os
+
+    from bioxlstm.layers.cpu_kernels import KERNELS, build_cpu_kernels
+
+    if os.environ.get("BIOXLSTM_NO_EXTENSIONS") == "1":
+        print("BIOXLSTM_NO_EXTENSIONS=1 is set: every CPU kernel is off, the PyTorch code runs")
+        return
+    print(f"building or loading {len(KERNELS)} CPU kernels (25-60 s each the first time)",
+          flush=True)
+
+    def report(name: str, ok: bool, seconds: float) -> None:
+        status = "ready" if ok else "unavailable, the PyTorch code runs instead"
+        print(f"  {name:<20}{status} ({seconds:.1f} s)", flush=True)
+
+    build_cpu_kernels(report)
+
+
 def _pretrain(args: argparse.Namespace) -> None:
     from bioxlstm.config import ModelConfig, preset
     from bioxlstm.train import TrainConfig
@@ -254,6 +272,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("presets", help="list the named model configurations and their sizes",
                        description="Print every preset with its shape and exact parameter count.")
     p.set_defaults(func=_presets)
+
+    p = sub.add_parser(
+        "kernels", help="build the optional CPU kernels now and say which are available",
+        description="Compile (or load from torch's cache) every optional C++ CPU kernel: the "
+                    "mLSTM cell, input side and output gate, the sLSTM scan and input side, the "
+                    "GELU gate and the generation step. Each builds on first use anyway (25-60 s "
+                    "apiece, cached per machine); run this once after installing, e.g. in a "
+                    "container image, to keep that time out of the first training steps. A kernel "
+                    "that cannot be built (no C++ compiler) is reported; its PyTorch form runs.")
+    p.set_defaults(func=_kernels)
 
     p = sub.add_parser(
         "pretrain", aliases=["train"],
