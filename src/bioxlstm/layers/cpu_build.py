@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import time
 from types import ModuleType
 
 from bioxlstm.cpuinfo import cpu_flags
@@ -66,6 +67,29 @@ def avx512_build_possible() -> bool:
     return X86_64_V4_AVX512 <= cpu_flags()
 
 
+STALE_LOCK_S = 600.0  # a build takes at most a minute or two; a lock this old has no owner
+
+
+def clear_stale_lock(module_name: str) -> bool:
+    """Remove torch's build lock of `module_name` if it is older than STALE_LOCK_S; whether it did.
+
+    A build interrupted midway (Ctrl-C, a killed job) leaves the lock file behind, and torch then
+    waits on it forever in every later process, with no message.
+    """
+    from torch.utils import cpp_extension
+
+    try:
+        lock = os.path.join(cpp_extension._get_build_directory(module_name, verbose=False), "lock")
+        if time.time() - os.path.getmtime(lock) < STALE_LOCK_S:
+            return False
+        os.remove(lock)
+    except (AttributeError, OSError):  # no lock, or a torch without this helper: nothing to do
+        return False
+    print(f"bioxlstm: removed a stale build lock left by an interrupted build: {lock}",
+          file=sys.stderr)
+    return True
+
+
 def build_extension(name: str, source: str, functions: list[str], what: str,
                     avx512: bool = False) -> ModuleType | None:
     """Compile `source` (which starts with SIMD_PRELUDE) as module `name`; None if impossible.
@@ -85,6 +109,7 @@ def build_extension(name: str, source: str, functions: list[str], what: str,
         builds.insert(0, (f"{name}_avx512", _CFLAGS + _AVX512_FLAGS, ["-fopenmp", "-lmvec"]))
     err: Exception | None = None
     for module_name, cflags, ldflags in builds:
+        clear_stale_lock(module_name)
         try:
             return load_inline(name=module_name, cpp_sources=[source], functions=functions,
                                extra_cflags=cflags, extra_ldflags=ldflags)
