@@ -101,7 +101,7 @@ def test_avx512_build_equals_portable_build(monkeypatch, D, dtype):
     """The 64-byte-vector build against the 32-byte one: the diagonal path at each width, the
     generic path where D is not a whole number of 64-byte vectors."""
     assert "avx512" in mlstm_input_cpu.load().__name__
-    portable = cpu_build.build_extension("bioxlstm_mlstm_input_cpu_v9", mlstm_input_cpu._SOURCE,
+    portable = cpu_build.build_extension(mlstm_input_cpu.EXTENSION_NAME, mlstm_input_cpu._SOURCE,
                                          ["forward", "backward"], "test")
     args, _ = make(2, 70, D, 4, 4, 2, dtype, True)
     cots = None

@@ -172,7 +172,7 @@ def test_avx512_build_equals_portable_build(shape, monkeypatch):
 
     if not cpu_build.avx512_build_possible() or slstm_cpu.load() is None:
         pytest.skip("no AVX-512 build on this CPU")
-    portable = cpu_build.build_extension("bioxlstm_slstm_cpu_v12", slstm_cpu._SOURCE,
+    portable = cpu_build.build_extension(slstm_cpu.EXTENSION_NAME, slstm_cpu._SOURCE,
                                          ["forward", "backward"], "test")
     B, S, NH, DH = shape
     wx, R, b = inputs(B=B, S=S, NH=NH, DH=DH)

@@ -297,8 +297,11 @@ std::vector<at::Tensor> backward(at::Tensor d_out, at::Tensor dh_end, at::Tensor
 """
 
 
+EXTENSION_NAME = "bioxlstm_slstm_cpu_v12"  # a new name for each change of the source
+
+
 @cache
 def load() -> ModuleType | None:
     """The compiled module, built once per machine and cached by torch; None if unavailable."""
-    return build_extension("bioxlstm_slstm_cpu_v12", _SOURCE, ["forward", "backward"],
+    return build_extension(EXTENSION_NAME, _SOURCE, ["forward", "backward"],
                            "sLSTM CPU kernel", avx512=True)
