@@ -310,6 +310,14 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
 
 
+def add_paired_args(parser: argparse.ArgumentParser) -> None:
+    """--models (the first is the baseline of the ratios) and --threads, for the paired scripts."""
+    parser.add_argument("--models", default="dna-xlstm-4m,transformer:dna-xlstm-4m",
+                        help="comma-separated models, named as in throughput.py; the first is "
+                        "the baseline of the ratios (default: %(default)s)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+
+
 def add_output_args(parser: argparse.ArgumentParser) -> None:
     """--json for the results, and the hidden --worker used to run one case in a subprocess."""
     parser.add_argument("--json", metavar="OUT", help="also write results and machine info here")

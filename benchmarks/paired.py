@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 import torch
-from bench_utils import add_output_args, build, machine_info, resolve_runnable, setup_worker
+from bench_utils import add_output_args, add_paired_args, build, machine_info, resolve_runnable, setup_worker
 from roofline import MatmulProbe, roofline_share
 from throughput import train_step
 
@@ -24,9 +24,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] + " Prints each "
                                      "model's median fwd+bwd tokens/s and each model's median "
                                      "ratio of tokens/s to the first model's, per round.")
-    parser.add_argument("--models", default="dna-xlstm-4m,transformer:dna-xlstm-4m",
-                        help="comma-separated models, named as in throughput.py; the first is "
-                        "the baseline of the ratios (default: %(default)s)")
+    add_paired_args(parser)
     parser.add_argument("--seq-len", type=int, default=1024, help="sequence length "
                         "(default %(default)s)")
     parser.add_argument("--batch-tokens", type=int, default=8192,
@@ -37,7 +35,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(default %(default)s)")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast, as in "
                         "throughput.py --bf16")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--roofline", action="store_true", help="also time the matmul peak in "
                         "every round (roofline.py) and report each model's median share of the "
                         "6 x parameters roofline at that round's peak")

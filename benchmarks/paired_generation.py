@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 import torch
-from bench_utils import add_output_args, build, machine_info, resolve_runnable, setup_worker
+from bench_utils import add_output_args, add_paired_args, build, machine_info, resolve_runnable, setup_worker
 from generation import prefill, step
 
 
@@ -24,9 +24,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] + " Prints each "
                                      "model's median ms per new token and how many times "
                                      "faster per token the first model is, per round.")
-    parser.add_argument("--models", default="dna-xlstm-4m,transformer:dna-xlstm-4m",
-                        help="comma-separated models, named as in throughput.py; the first is "
-                        "the baseline of the ratios (default: %(default)s)")
+    add_paired_args(parser)
     parser.add_argument("--context", type=int, default=8192, help="prefill length "
                         "(default %(default)s)")
     parser.add_argument("--batch", type=int, default=1, help="sequences generated at once "
@@ -38,7 +36,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "%(default)s)")
     parser.add_argument("--warmup", type=int, default=8, help="untimed tokens per model after "
                         "the prefill (default %(default)s)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     add_output_args(parser)
     args = parser.parse_args(argv)
     if min(args.rounds, args.tokens_per_round, args.batch, args.context) < 1 or args.warmup < 0:
