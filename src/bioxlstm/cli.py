@@ -31,11 +31,10 @@ def _presets(args: argparse.Namespace) -> None:
 
 
 def _kernels(args: argparse.Namespace) -> None:
-    import os
-
+    from bioxlstm.layers.cpu_build import extensions_disabled
     from bioxlstm.layers.cpu_kernels import KERNELS, build_cpu_kernels
 
-    if os.environ.get("BIOXLSTM_NO_EXTENSIONS") == "1":
+    if extensions_disabled():
         print("BIOXLSTM_NO_EXTENSIONS=1 is set: every CPU kernel is off, the PyTorch code runs")
         return
     print(f"building or loading {len(KERNELS)} CPU kernels (25-60 s each the first time)",

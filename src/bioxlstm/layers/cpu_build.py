@@ -60,6 +60,11 @@ _AVX512_FLAGS = ["-march=x86-64-v4", "-DBX_VEC_BYTES=64"]
 X86_64_V4_AVX512 = frozenset({"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"})
 
 
+def extensions_disabled() -> bool:
+    """Whether BIOXLSTM_NO_EXTENSIONS=1 switches every optional kernel off (PyTorch code runs)."""
+    return os.environ.get("BIOXLSTM_NO_EXTENSIONS") == "1"
+
+
 def avx512_build_possible() -> bool:
     """Whether this is x86-64 Linux on a CPU with every AVX-512 subset of x86-64-v4."""
     if sys.platform != "linux" or platform.machine() != "x86_64":
@@ -98,7 +103,7 @@ def build_extension(name: str, source: str, functions: list[str], what: str,
     CPU that has it, an x86-64-v4 build with 64-byte vectors before both. A failure, or
     BIOXLSTM_NO_EXTENSIONS=1, returns None and prints one line naming `what` falls back.
     """
-    if os.environ.get("BIOXLSTM_NO_EXTENSIONS") == "1":
+    if extensions_disabled():
         return None
     from torch.utils.cpp_extension import load_inline
 

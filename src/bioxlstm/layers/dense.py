@@ -23,12 +23,13 @@ from torch import Tensor, nn
 
 from bioxlstm.cpuinfo import cpu_vendor
 from bioxlstm.errors import ConfigError
+from bioxlstm.layers.cpu_build import extensions_disabled
 
 
 @cache
 def onednn_available() -> bool:
     """Whether torch's oneDNN linear op exists here and agrees with F.linear on a small product."""
-    if os.environ.get("BIOXLSTM_NO_EXTENSIONS") == "1" or not torch.backends.mkldnn.is_available():
+    if extensions_disabled() or not torch.backends.mkldnn.is_available():
         return False
     op = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
     if op is None:

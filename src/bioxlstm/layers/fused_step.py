@@ -140,8 +140,7 @@ INL void conv_row(const T* x, const T* st, const T* w, const T* bias, T* out, T*
   }
 #pragma omp simd
   for (int64_t ch = 0; ch < D; ++ch) {
-    const T y = out[ch] + w[ch * K + K - 1] * x[ch];
-    out[ch] = y / (T(1) + std::exp(-y));
+    out[ch] = silu(out[ch] + w[ch * K + K - 1] * x[ch]);
   }
   if (K > 1) {  // new_st may be st itself: shift left, then append x
     std::memmove(new_st, st + D, (K - 2) * D * sizeof(T));

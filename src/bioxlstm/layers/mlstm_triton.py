@@ -10,13 +10,13 @@ therefore follow bioxlstm.layers.mlstm exactly, which tests/test_mlstm_triton.py
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 from functools import cache
 
 import torch
 from torch import Tensor
 
+from bioxlstm.layers.cpu_build import extensions_disabled
 from bioxlstm.layers.mlstm import EPS, MLSTMState, mlstm_chunkwise, zero_state
 
 TRITON_KERNEL = "chunkwise--triton_xl_chunk"
@@ -39,7 +39,7 @@ def package_kernel(name: str) -> Callable | None:
 def triton_available() -> bool:
     """True where CUDA is present and mlstm_kernels' Triton kernel imports (and
     BIOXLSTM_NO_EXTENSIONS=1 is not set)."""
-    return (os.environ.get("BIOXLSTM_NO_EXTENSIONS") != "1" and torch.cuda.is_available()
+    return (not extensions_disabled() and torch.cuda.is_available()
             and package_kernel(TRITON_KERNEL) is not None)
 
 
