@@ -307,6 +307,11 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
                         help="cuda when available under auto (default)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
                         help="parameter and activation dtype (default float32)")
+    add_threads_arg(parser)
+
+
+def add_threads_arg(parser: argparse.ArgumentParser) -> None:
+    """--threads: the torch CPU threads of the measuring process."""
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
 
 
@@ -315,7 +320,7 @@ def add_paired_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", default="dna-xlstm-4m,transformer:dna-xlstm-4m",
                         help="comma-separated models, named as in throughput.py; the first is "
                         "the baseline of the ratios (default: %(default)s)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    add_threads_arg(parser)
 
 
 def add_output_args(parser: argparse.ArgumentParser) -> None:
