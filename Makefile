@@ -24,11 +24,21 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	mkdir -p benchmarks/results docs/img
-	$(BIN)/python benchmarks/throughput.py --json benchmarks/results/throughput.json
+	$(BIN)/python benchmarks/throughput.py --batch-tokens 8192 --repeats 5 --warmup 2 \
+		--max-seconds 300 --json benchmarks/results/throughput.json
+	$(BIN)/python benchmarks/throughput.py --models dna-xlstm-4m --seq-lens 32768 \
+		--batch-tokens 8192 --repeats 3 --warmup 1 --max-seconds 500 \
+		--json benchmarks/results/throughput_32k.json
+	for s in 1024 4096 16384; do $(BIN)/python benchmarks/paired.py --seq-len $$s --rounds 6 \
+		--models transformer:dna-xlstm-4m,dna-xlstm-4m --roofline \
+		--json benchmarks/results/paired_$$s.json || exit 1; done
+	$(BIN)/python benchmarks/paired.py --seq-len 32768 --rounds 3 --warmup 1 --models dna-xlstm-4m \
+		--roofline --json benchmarks/results/paired_32768.json
 	$(BIN)/python benchmarks/generation.py --json benchmarks/results/generation.json
 	$(BIN)/python benchmarks/paired_generation.py --json benchmarks/results/paired_generation.json
 	$(BIN)/python benchmarks/plot.py --throughput benchmarks/results/throughput.json \
-		--generation benchmarks/results/generation.json --out docs/img
+		benchmarks/results/throughput_32k.json --generation benchmarks/results/generation.json \
+		--out docs/img
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache runs

@@ -27,8 +27,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "scoring memory vs length (from generation.py JSON). Models of any other kind than "
         "xlstm and transformer in the JSON (e.g. the reference xlstm library) are drawn dotted. "
         "A missing input file is skipped.")
-    parser.add_argument("--throughput", default="benchmarks/results/throughput.json",
-                        help="JSON from throughput.py (default: %(default)s)")
+    parser.add_argument("--throughput", nargs="+", default=[
+                        "benchmarks/results/throughput.json", "benchmarks/results/throughput_32k.json"],
+                        help="JSON files from throughput.py, drawn as one (e.g. the main run and "
+                        "a separate long-sequence run); a model and length in a later file "
+                        "replace the same in an earlier one (default: %(default)s)")
     parser.add_argument("--generation", default="benchmarks/results/generation.json",
                         help="JSON from generation.py (default: %(default)s)")
     parser.add_argument("--out", default="docs/img/", help="directory for the PNG files "
@@ -42,7 +45,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     written = []
-    throughput, generation = load(args.throughput), load(args.generation)
+    throughput = merge([report for path in args.throughput if (report := load(path))])
+    generation = load(args.generation)
     if throughput:
         written.append(save(throughput_figure(throughput, "tokens_per_s", "tokens / s"),
                             args.out, "throughput.png", args.dpi))
@@ -63,6 +67,27 @@ def load(path: str) -> dict[str, Any] | None:
         return None
     with open(path) as f:
         return json.load(f)
+
+
+def merge(reports: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Throughput reports as one: the first one's machine, every case, later files winning.
+
+    A case is a model at a sequence length with its checkpointing and bf16 settings; reports
+    from another CPU are refused, since their figures would not be comparable.
+    """
+    if not reports:
+        return None
+    machine = reports[0].get("machine", {})
+    cases: dict[tuple, dict[str, Any]] = {}
+    for report in reports:
+        other = report.get("machine", {})
+        if other.get("cpu") != machine.get("cpu") or other.get("device") != machine.get("device"):
+            sys.exit(f"cannot draw results from different machines together: "
+                     f"{subtitle(machine)} and {subtitle(other)}")
+        for row in report["results"]:
+            key = (row["model"], row["seq_len"], row.get("checkpointing"), row.get("bf16"))
+            cases[key] = row
+    return {"machine": machine, "results": list(cases.values())}
 
 
 def save(fig: Figure, directory: str, name: str, dpi: int) -> str:
