@@ -36,6 +36,8 @@ from bench_utils import (
 PHASES = ("fwd", "train")
 FULL = dict(seq_lens="256,1024,4096,16384", batch_tokens=16384, repeats=3, warmup=1,
             max_seconds=120.0)
+# timed calls of one phase further apart than this suggest the machine's speed changed mid-case
+UNEVEN = 1.5
 QUICK = dict(seq_lens="256,1024", batch_tokens=2048, repeats=2, warmup=1, max_seconds=30.0)
 
 
@@ -251,10 +253,20 @@ def print_table(results: list[dict[str, Any]]) -> None:
     printed = set()
     for row in results:
         for phase in PHASES:
-            reason = row[phase]["reason"] if row[phase]["status"] != "ok" else ""
+            reason = row[phase]["reason"] if row[phase]["status"] != "ok" else uneven(row[phase])
             if reason and (row["model"], reason) not in printed:
                 printed.add((row["model"], reason))
                 print(f"  {row['model']} S={row['seq_len']} {phase}: {reason}")
+
+
+def uneven(result: dict[str, Any]) -> str:
+    """A warning when a phase's timed calls differ by more than UNEVEN times, else ""."""
+    seconds = result.get("seconds", [])
+    if len(seconds) < 2 or max(seconds) <= UNEVEN * min(seconds):
+        return ""
+    return (f"timed calls ranged {min(seconds):.2f}-{max(seconds):.2f} s "
+            f"({max(seconds) / min(seconds):.1f}x): the machine's speed changed during the case; "
+            "rerun it, or compare models with paired.py")
 
 
 if __name__ == "__main__":

@@ -98,3 +98,18 @@ def test_default_models_add_the_reference_only_when_installed(installed: bool, m
     models = bench_utils.default_models()
     assert models[:4] == list(bench_utils.DEFAULT_MODELS)
     assert models[4:] == (["reference:dna-xlstm-500k", "reference:dna-xlstm-4m"] if installed else [])
+
+
+def test_table_warns_about_a_case_whose_calls_differ_widely(monkeypatch, capsys) -> None:
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    import throughput
+
+    def row(model: str, seconds: list[float]) -> dict:
+        ok = {"status": "ok", "tokens_per_s": 1.0, "peak_mib": 1.0}
+        return {"model": model, "params": 1, "seq_len": 64, "batch": 1, "fwd": ok,
+                "train": {**ok, "seconds": seconds}}
+
+    throughput.print_table([row("steady", [1.0, 1.2, 1.1]), row("stalled", [8.0, 21.6, 19.7])])
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")]
+    assert notes == ["  stalled S=64 train: timed calls ranged 8.00-21.60 s (2.7x): the machine's "
+                     "speed changed during the case; rerun it, or compare models with paired.py"]
