@@ -36,9 +36,9 @@ from bench_utils import (
 PHASES = ("fwd", "train")
 FULL = dict(seq_lens="256,1024,4096,16384", batch_tokens=16384, repeats=3, warmup=1,
             max_seconds=120.0)
+QUICK = dict(seq_lens="256,1024", batch_tokens=2048, repeats=2, warmup=1, max_seconds=30.0)
 # timed calls of one phase further apart than this suggest the machine's speed changed mid-case
 UNEVEN = 1.5
-QUICK = dict(seq_lens="256,1024", batch_tokens=2048, repeats=2, warmup=1, max_seconds=30.0)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
