@@ -130,11 +130,12 @@ def count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def build_kernels_first(device: str) -> None:
+def build_kernels_first(device: str, specs: list[ModelSpec]) -> None:
     """On CPU, build every optional kernel before any worker starts: a first build takes 25-60 s
     per kernel, which would count against a case's time budget, and a worker killed mid-build
-    would leave torch's build lock behind for every later worker to wait on."""
-    if device != "cpu":
+    would leave torch's build lock behind for every later worker to wait on. Nothing is built
+    when every model is skipped anyway (e.g. only the reference library, not installed)."""
+    if device != "cpu" or all(spec.skip for spec in specs):
         return
     from bioxlstm.layers.cpu_kernels import build_cpu_kernels
 

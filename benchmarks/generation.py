@@ -94,8 +94,8 @@ def main(argv: list[str] | None = None) -> None:
         return worker(json.loads(args.worker))
     if args.threads:
         torch.set_num_threads(args.threads)
-    build_kernels_first(args.device)
     specs = [resolve(name.strip()) for name in args.models.split(",") if name.strip()]
+    build_kernels_first(args.device, specs)
     common = dict(batch=args.batch, device=args.device, dtype=args.dtype, threads=args.threads,
                   max_seconds=args.max_seconds)
     generation, scoring, methods = [], [], set()

@@ -100,9 +100,9 @@ def main(argv: list[str] | None = None) -> None:
         return worker(json.loads(args.worker))
     if args.threads:
         torch.set_num_threads(args.threads)
-    build_kernels_first(args.device)
     seq_lens = [int(s) for s in args.seq_lens.split(",")]
     specs = [resolve(name.strip()) for name in args.models.split(",") if name.strip()]
+    build_kernels_first(args.device, specs)
     results, methods = [], set()
     for spec in specs:
         over_budget: dict[str, str] = {}

@@ -113,3 +113,19 @@ def test_table_warns_about_a_case_whose_calls_differ_widely(monkeypatch, capsys)
     notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")]
     assert notes == ["  stalled S=64 train: timed calls ranged 8.00-21.60 s (2.7x): the machine's "
                      "speed changed during the case; rerun it, or compare models with paired.py"]
+
+
+def test_kernels_are_built_first_only_when_a_model_will_run(monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    import bench_utils
+
+    from bioxlstm.layers import cpu_kernels
+
+    calls = []
+    monkeypatch.setattr(cpu_kernels, "build_cpu_kernels", lambda: calls.append(1) or {})
+    spec = bench_utils.ModelSpec(name="m", kind="xlstm", config={}, params=1)
+    bench_utils.build_kernels_first("cpu", [bench_utils.ModelSpec(**{**vars(spec), "skip": "no"})])
+    bench_utils.build_kernels_first("cuda", [spec])
+    assert calls == []
+    bench_utils.build_kernels_first("cpu", [spec])
+    assert calls == [1]
