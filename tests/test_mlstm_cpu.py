@@ -174,8 +174,8 @@ def test_disabled_by_environment():
     assert out.stdout.split() == ["True", "False"]
 
 
-def test_no_grad_forward_keeps_no_scores_and_agrees():
-    """Without autograd the kernel reuses one score buffer per (batch, head): same outputs."""
+def test_no_grad_forward_keeps_no_chunk_scores_or_states_and_agrees():
+    """Without autograd the kernel keeps one score buffer and only the end state per (batch, head)."""
     q, k, v, i, f = mlstm_inputs(S=150, grad=True)
     state = random_mlstm_state()
     h, end = mlstm_cpu.mlstm_chunkwise_fused(q, k, v, i, f, state, chunk_size=32)

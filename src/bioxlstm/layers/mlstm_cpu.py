@@ -4,8 +4,10 @@ The cell (`mlstm_chunkwise_fused`) is `mlstm_chunkwise` in one pass: forward and
 over (batch, head) in parallel and walk the chunks in order, so the chunk-layout copies, the decay
 matrices and the elementwise temporaries of the PyTorch form never exist at full size; the matmuls
 go to the BLAS that torch links, one thread per task, and skip the zero block of each causal score
-matrix. The forward keeps each chunk's decayed scores (chunk-size floats per token and head) so the
-backward need not recompute them. The backward is written by hand and differentiates the
+matrix. The running state and each chunk's gradients are built in buffers that stay in cache and
+copied out with stores that bypass it (each chunk's state only when a backward will read it). The
+forward keeps each chunk's decayed scores (chunk-size floats per token and head) so the backward
+need not recompute them. The backward is written by hand and differentiates the
 stabilised arithmetic exactly, including the routing of the stabilisers' gradients through their
 maxima, so it matches autograd through `mlstm_chunkwise`; it does not read h back (dh . h comes
 from products it computes anyway).
@@ -35,7 +37,11 @@ _SOURCE = SIMD_PRELUDE + r"""
 #include <ATen/Parallel.h>
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 extern "C" {
 void SGEMM(const char*, const char*, const int*, const int*, const int*, const float*,
@@ -188,6 +194,29 @@ static BX_INLINE void prefetch_rows(const T* p, int64_t ss, int64_t rows, int64_
     for (int64_t x = 0; x < n; x += line) __builtin_prefetch(p + r * ss + x, write, 2);
 }
 
+// y[0..n) = x[0..n) with stores that bypass the cache where the CPU has them (x86-64), for data
+// this pass does not read again (the chunk states, the gradients): an ordinary store to a line not
+// in cache first reads it from memory. Call store_fence() before another thread reads y.
+template <typename T> static void copy_uncached(const T* x, int64_t n, T* y) {
+  size_t bytes = n * sizeof(T);
+  char* d = reinterpret_cast<char*>(y);
+  const char* s = reinterpret_cast<const char*>(x);
+#if defined(__x86_64__)
+  const size_t head = std::min(bytes, size_t(-reinterpret_cast<uintptr_t>(d) & 15));
+  std::memcpy(d, s, head);
+  d += head, s += head, bytes -= head;
+  for (; bytes >= 16; bytes -= 16, d += 16, s += 16)
+    _mm_stream_si128(reinterpret_cast<__m128i*>(d),
+                     _mm_loadu_si128(reinterpret_cast<const __m128i*>(s)));
+#endif
+  std::memcpy(d, s, bytes);
+}
+static inline void store_fence() {
+#if defined(__x86_64__)
+  _mm_sfence();
+#endif
+}
+
 // Give grad to the maxima of row[0..n) the way autograd's amax does: split evenly over ties.
 template <typename T> static void route_amax(const T* row, int64_t n, T mx, T grad, T* out) {
   int64_t cnt = 0;
@@ -212,10 +241,13 @@ BX_CLONES static void forward_bh(int64_t b, int64_t h, int64_t NH, int64_t S, in
   const int64_t bh = b * NH + h, NC = (S + L - 1) / L;
   const T alpha = T(1) / std::sqrt(T(DH));
   std::vector<T> logd(L * L), Kw(L * DH), lf(L), bc(L), dec(L), w(L);
-  T* C = Cs + bh * (NC + 1) * DH * DV;
+  // the state is updated in place in Cw, which stays in cache; each chunk's copy goes to Cs
+  // (only the last one unless the backward will need them all)
+  std::vector<T> Cw(C0 + bh * DH * DV, C0 + (bh + 1) * DH * DV);
+  T* C = Cs + bh * (keep ? NC + 1 : 1) * DH * DV;
   T* n = ns + bh * (NC + 1) * DH;
   T* m = ms + bh * (NC + 1);
-  std::copy(C0 + bh * DH * DV, C0 + (bh + 1) * DH * DV, C);
+  if (keep) copy_uncached(Cw.data(), DH * DV, C);
   std::copy(n0 + bh * DH, n0 + (bh + 1) * DH, n);
   m[0] = m0[bh];
   for (int64_t c = 0; c < NC; ++c) {
@@ -225,7 +257,7 @@ BX_CLONES static void forward_bh(int64_t b, int64_t h, int64_t NH, int64_t S, in
     T* mt = mt_all + bh * S + t0;
     T* qn = qn_all + bh * S + t0;
     T* H = hout.at(b, h, t0);
-    const T* Cc = C + c * DH * DV;
+    T* Cc = Cw.data();
     const T* nc = n + c * DH;
     const T m_in = m[c];
     // the decayed scores: kept per chunk for the backward, else one buffer per (batch, head)
@@ -272,9 +304,7 @@ BX_CLONES static void forward_bh(int64_t b, int64_t h, int64_t NH, int64_t S, in
     const T* log_in = logd.data() + (Lc - 1) * L;
     const T g = bc[Lc - 1], a = row_max(log_in, Lc);
     const T m_new = std::max(g + m_in, a), ws = std::exp(g + m_in - m_new);
-    T* Cn = C + (c + 1) * DH * DV;
     T* nn = n + (c + 1) * DH;
-    scale(ws, Cc, DH * DV, Cn);
     scale(ws, nc, DH, nn);
 #pragma omp simd
     for (int64_t j = 0; j < Lc; ++j) w[j] = std::exp(log_in[j] - m_new) * alpha;
@@ -284,9 +314,12 @@ BX_CLONES static void forward_bh(int64_t b, int64_t h, int64_t NH, int64_t S, in
 #pragma omp simd
       for (int64_t d = 0; d < DH; ++d) { kw[d] = w[j] * kj[d]; nn[d] += kw[d]; }
     }
-    mm<T>(true, false, DH, DV, Lc, T(1), Kw.data(), DH, V, v.ss, T(1), Cn, DV);
+    mm<T>(true, false, DH, DV, Lc, T(1), Kw.data(), DH, V, v.ss, ws, Cc, DV);
+    if (keep) copy_uncached(Cc, DH * DV, C + (c + 1) * DH * DV);
     m[c + 1] = m_new;
   }
+  if (!keep) copy_uncached(Cw.data(), DH * DV, C);
+  store_fence();
 }
 
 std::vector<at::Tensor> forward(at::Tensor q, at::Tensor k, at::Tensor v, at::Tensor i,
@@ -297,7 +330,7 @@ std::vector<at::Tensor> forward(at::Tensor q, at::Tensor k, at::Tensor v, at::Te
   auto opts = q.options();
   auto hbuf = at::empty({B, S, NH, DV}, opts);
   auto hout = hbuf.transpose(1, 2);
-  auto Cs = at::empty({B, NH, NC + 1, DH, DV}, opts);
+  auto Cs = at::empty({B, NH, keep ? NC + 1 : 1, DH, DV}, opts);
   auto ns = at::empty({B, NH, NC + 1, DH}, opts);
   auto ms = at::empty({B, NH, NC + 1}, opts);
   auto mt = at::empty({B, NH, S}, opts), qn = at::empty({B, NH, S}, opts);
@@ -333,7 +366,7 @@ BX_CLONES static void backward_bh(int64_t b, int64_t h, int64_t NH, int64_t S, i
   const T alpha = T(1) / std::sqrt(T(DH));
   std::vector<T> logd(L * L), E(L * L), dS(L * L), dnum(L * DV), X(L * DV),
       G(L * DH), Kw(L * DH), lf(L), bc(L), dec(L), w(L), sw(L), db(L), dlin(L),
-      dens(L);
+      dens(L), dQb(L * DH), dKb(L * DH), dVb(L * DV);
   std::vector<T> dC(dCe + bh * DH * DV, dCe + (bh + 1) * DH * DV), dCn(DH * DV);
   std::vector<T> dn(dne + bh * DH, dne + (bh + 1) * DH), dnn(DH);
   T dm = dme[bh];
@@ -346,7 +379,8 @@ BX_CLONES static void backward_bh(int64_t b, int64_t h, int64_t NH, int64_t S, i
     const T *ig = ig_all + bh * S + t0, *fg = fg_all + bh * S + t0;
     const T *mt = mt_all + bh * S + t0, *qn = qn_all + bh * S + t0;
     const T* dH = dhs.at(b, h, t0);
-    T *dQ = dq.at(b, h, t0), *dK = dk.at(b, h, t0), *dV = dv.at(b, h, t0);
+    // dQ, dK and dV are built in buffers that stay in cache, then copied out
+    T *dQ = dQb.data(), *dK = dKb.data(), *dV = dVb.data();
     T *di = di_all + bh * S + t0, *df = df_all + bh * S + t0;
     const T* Cc = Call + c * DH * DV;
     const T* nc = nall + c * DH;
@@ -358,9 +392,6 @@ BX_CLONES static void backward_bh(int64_t b, int64_t h, int64_t NH, int64_t S, i
       prefetch_rows(k.at(b, h, t1), k.ss, L, DH);
       prefetch_rows(v.at(b, h, t1), v.ss, L, DV);
       prefetch_rows(dhs.at(b, h, t1), dhs.ss, L, DV);
-      prefetch_rows<T, true>(dq.at(b, h, t1), dq.ss, L, DH);
-      prefetch_rows<T, true>(dk.at(b, h, t1), dk.ss, L, DH);
-      prefetch_rows<T, true>(dv.at(b, h, t1), dv.ss, L, DV);
     }
     chunk_gates(fg, ig, Lc, L, lf.data(), bc.data(), dec.data(), logd.data());
     std::fill(db.begin(), db.begin() + Lc, T(0));
@@ -390,7 +421,7 @@ BX_CLONES static void backward_bh(int64_t b, int64_t h, int64_t NH, int64_t S, i
       const T* gj = G.data() + j * DH;
       const T* dnp = dn.data();
       T* kw = Kw.data() + j * DH;
-      T* dkj = dK + j * dk.ss;
+      T* dkj = dK + j * DH;
       const T wj = w[j];
       T s = 0;
 #pragma omp simd reduction(+ : s)
@@ -409,7 +440,7 @@ BX_CLONES static void backward_bh(int64_t b, int64_t h, int64_t NH, int64_t S, i
     const T dg = dgm + ws * dot_in;
     dmin += dg;
     db[Lc - 1] += dg;
-    mm<T>(false, false, Lc, DV, DH, T(1), Kw.data(), DH, dCp, DV, T(0), dV, dv.ss);
+    mm<T>(false, false, Lc, DV, DH, T(1), Kw.data(), DH, dCp, DV, T(0), dV, DV);
     for (int64_t j = 0; j < Lc; ++j) {
       db[Lc - 1] += dlin[j];
       db[j] -= dlin[j];
@@ -437,14 +468,14 @@ BX_CLONES static void backward_bh(int64_t b, int64_t h, int64_t NH, int64_t S, i
     tril_abt<T>(Lc, DV, T(1), dnum.data(), DV, V, v.ss, dS.data(), L);
     // dQ = Y = dnum C_in^T here: it gives both the inter-chunk weight's gradient,
     // dnum_t . (Q C_in)_t = Q_t . Y_t, and that part of dQ, sw_t Y_t, without recomputing Q C_in
-    mm<T>(false, true, Lc, DH, DV, T(1), dnum.data(), DV, Cc, DV, T(0), dQ, dq.ss);
+    mm<T>(false, true, Lc, DH, DV, T(1), dnum.data(), DV, Cc, DV, T(0), dQ, DH);
     for (int64_t t = 0; t < Lc; ++t) {
       const T* ld = logd.data() + t * L;
       const T* s = Sm + t * L;
       const T* e = E.data() + t * L;
       T* ds = dS.data() + t * L;
       const T* qt = Q + t * q.ss;
-      T* dQt = dQ + t * dq.ss;
+      T* dQt = dQ + t * DH;
       // dh_t . h_t = dnum_t . num_t = sw_t Q_t . Y_t + S_t . (dnum V^T)_t, so h is not read back
       const T qy = dot(qt, dQt, DH);
       const T dden = -(sw[t] * qy + dot(s, ds, t + 1)) / dens[t];
@@ -484,10 +515,15 @@ BX_CLONES static void backward_bh(int64_t b, int64_t h, int64_t NH, int64_t S, i
         dQt[d] = swt * dQt[d] + sq * nc[d];
       }
     }
-    tril_mm<T>(false, Lc, DH, alpha, dS.data(), L, K, k.ss, T(1), dQ, dq.ss);
-    tril_mm<T>(true, Lc, DH, alpha, dS.data(), L, Q, q.ss, T(1), dK, dk.ss);
+    tril_mm<T>(false, Lc, DH, alpha, dS.data(), L, K, k.ss, T(1), dQ, DH);
+    tril_mm<T>(true, Lc, DH, alpha, dS.data(), L, Q, q.ss, T(1), dK, DH);
     mm<T>(true, false, DH, DV, Lc, T(1), Q, q.ss, X.data(), DV, T(1), dCn.data(), DV);
-    tril_mm<T>(true, Lc, DV, T(1), Sm, L, dnum.data(), DV, T(1), dV, dv.ss);
+    tril_mm<T>(true, Lc, DV, T(1), Sm, L, dnum.data(), DV, T(1), dV, DV);
+    for (int64_t t = 0; t < Lc; ++t) {
+      copy_uncached(dQ + t * DH, DH, dq.at(b, h, t0 + t));
+      copy_uncached(dK + t * DH, DH, dk.at(b, h, t0 + t));
+      copy_uncached(dV + t * DV, DV, dv.at(b, h, t0 + t));
+    }
     // b = cumsum(lf), lf = logsigmoid(f)
     T acc = 0;
     for (int64_t t = Lc - 1; t >= 0; --t) { acc += db[t]; df[t] = acc * sigmoid_neg(fg[t]); }
@@ -498,6 +534,7 @@ BX_CLONES static void backward_bh(int64_t b, int64_t h, int64_t NH, int64_t S, i
   std::copy(dC.begin(), dC.end(), dC0 + bh * DH * DV);
   std::copy(dn.begin(), dn.end(), dn0 + bh * DH);
   dm0[bh] = dm;
+  store_fence();
 }
 
 std::vector<at::Tensor> backward(at::Tensor q, at::Tensor k, at::Tensor v, at::Tensor i,
@@ -544,7 +581,7 @@ std::vector<at::Tensor> backward(at::Tensor q, at::Tensor k, at::Tensor v, at::T
 def load() -> ModuleType | None:
     """The compiled module, built once per machine and cached by torch; None if unavailable."""
     return build_extension(
-        "bioxlstm_mlstm_cpu_v12", _SOURCE,
+        "bioxlstm_mlstm_cpu_v13", _SOURCE,
         ["forward", "backward"], "mLSTM CPU kernel")
 
 
