@@ -37,6 +37,7 @@ _SOURCE = SIMD_PRELUDE + r"""
 #include <ATen/Parallel.h>
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <vector>
 #if defined(__x86_64__)
