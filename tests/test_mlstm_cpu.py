@@ -184,3 +184,10 @@ def test_no_grad_forward_keeps_no_chunk_scores_or_states_and_agrees():
     torch.testing.assert_close(h_ng, h.detach(), rtol=0, atol=0)
     for a, b in zip(end_ng, end):
         torch.testing.assert_close(a, b.detach(), rtol=0, atol=0)
+    # the kernel's own arrays: (B, NH, chunks, L, L) scores and (B, NH, states, DH, DV) states
+    C0, n0, m0 = state
+    args = [t.detach().contiguous() for t in (q, k, v, i, f, C0, n0, m0)]
+    _, Cs, _, _, _, _, Ss = mlstm_cpu.load().forward(*args, 32, 1e-6, False)
+    assert Cs.shape[2] == Ss.shape[2] == 1
+    _, Cs, _, _, _, _, Ss = mlstm_cpu.load().forward(*args, 32, 1e-6, True)
+    assert (Cs.shape[2], Ss.shape[2]) == (6, 5)  # 150 tokens: 5 chunks of 32

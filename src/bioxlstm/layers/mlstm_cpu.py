@@ -643,7 +643,7 @@ def mlstm_chunkwise_fused(
         raise ValueError(f"mLSTM state must have shapes {shapes}; got "
                          f"{tuple(C0.shape), tuple(n0.shape), tuple(m0.shape)}")
     dt = q.dtype
-    # the per-chunk scores are only worth keeping when a backward pass can follow
+    # the per-chunk scores and states are only worth keeping when a backward pass can follow
     keep = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, i, f, C0, n0, m0))
     h, C, n, m = _FusedChunkwise.apply(
         _unit_last(q), _unit_last(k), _unit_last(v), i.to(dt).contiguous(),
