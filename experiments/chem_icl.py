@@ -25,12 +25,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bioxlstm.config import preset
+from bioxlstm.config import TrainConfig, preset
 from bioxlstm.data.smiles import read_domains, valid_smiles
 from bioxlstm.molecule_metrics import canonical_set, molecule_metrics
+from bioxlstm.run_dir import newest_checkpoint
 from bioxlstm.tasks.molecule_generation import GenerationConfig, read_context, sample_smiles
 from bioxlstm.tasks.pretrain_smiles import SmilesData, load_smiles_model, pretrain_smiles
-from bioxlstm.train import TrainConfig, find_checkpoint, seed_everything
+from bioxlstm.train import seed_everything
 
 DOMAINS = Path(__file__).resolve().parents[1] / "data" / "chem" / "icst_domains_50.txt.gz"
 CONDITIONS = ("icl", "no-context", "train", "pool")
@@ -54,8 +55,8 @@ def no_context_samples(model, tokenizer, n: int, batch_size: int, max_tokens: in
 def train_model(args: argparse.Namespace, train_domains: list[list[str]]) -> Path:
     """Train (or reuse) the in-context model on the training domains; returns its checkpoint."""
     run = args.out / "model"
-    if find_checkpoint(run) is None or json.loads((run / "checkpoint" / "training_state.json")
-                                                  .read_text())["step"] < args.steps:
+    found = newest_checkpoint(run)
+    if found is None or found[1] < args.steps:
         args.out.mkdir(parents=True, exist_ok=True)
         path = args.out / "train_domains.txt"
         path.write_text("".join(".".join(d) + "\n" for d in train_domains))
@@ -66,7 +67,7 @@ def train_model(args: argparse.Namespace, train_domains: list[list[str]]) -> Pat
                                    eval_every=max(1, args.steps // 5), eval_batches=4,
                                    log_every=20, seed=args.seed, device="cpu")
         pretrain_smiles(SmilesData(path, in_context=True, seed=args.seed), model_config,
-                        train_config, run, resume=find_checkpoint(run) is not None)
+                        train_config, run, resume=True)
     return run / "checkpoint"
 
 

@@ -23,15 +23,16 @@ from pathlib import Path
 
 import torch
 
-from bioxlstm.config import preset
+from bioxlstm.config import TrainConfig, preset
 from bioxlstm.data.dms import read_assay
 from bioxlstm.data.fasta import read_fasta
 from bioxlstm.data.msa import read_family, read_msa_dir
 from bioxlstm.model import XLSTMLanguageModel
+from bioxlstm.run_dir import newest_checkpoint
 from bioxlstm.tasks.fitness import FitnessConfig, score_assay
 from bioxlstm.tasks.homolog_context import target_log_likelihood
 from bioxlstm.tasks.pretrain_msa import pretrain_msa
-from bioxlstm.train import TrainConfig, find_checkpoint, seed_everything
+from bioxlstm.train import seed_everything
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "protein"
 
@@ -45,12 +46,10 @@ def train(out: Path, steps: int, max_tokens: int, d_model: int, blocks: int) -> 
                                batch_size=2, eval_every=max(steps // 4, 1), eval_batches=4,
                                log_every=10, seed=0, device="cpu")
     run = out / "run"
-    checkpoint = find_checkpoint(run)
-    done = checkpoint is not None and json.loads(
-        (checkpoint / "training_state.json").read_text()).get("step") == steps
-    if not done:
+    found = newest_checkpoint(run)
+    if found is None or found[1] < steps:
         pretrain_msa(DATA / "families", model_config, train_config, run, max_tokens,
-                     valid_fraction=0.125, test_fraction=0.25, resume=checkpoint is not None)
+                     valid_fraction=0.125, test_fraction=0.25, resume=True)
     return XLSTMLanguageModel.from_pretrained(run / "checkpoint").eval()
 
 

@@ -11,7 +11,7 @@ import torch
 
 from bioxlstm import XLSTMLanguageModel, preset
 from bioxlstm.data.batches import BatchSource, TokenWindows, eval_batches
-from bioxlstm.errors import CheckpointError, ConfigError
+from bioxlstm.errors import ConfigError
 from bioxlstm.train import (
     TrainConfig,
     Trainer,
@@ -110,13 +110,52 @@ def test_resumed_run_matches_uninterrupted_run_bit_for_bit(tmp_path):
     assert json.loads((tmp_path / "b/run.json").read_text())["resumed_at_steps"] == [3]
 
 
-def test_resume_needs_a_checkpoint_and_fresh_runs_refuse_a_used_dir(tmp_path):
-    cfg = config(max_steps=1)
-    with pytest.raises(CheckpointError, match="no checkpoint"):
-        Trainer(tiny_model(), cfg, FixedBatches(tokens(64).view(2, 32)), tmp_path, resume=True)
-    Trainer(tiny_model(), cfg, FixedBatches(tokens(64).view(2, 32)), tmp_path).train()
-    with pytest.raises(ConfigError, match="run_dir"):
-        Trainer(tiny_model(), cfg, FixedBatches(tokens(64).view(2, 32)), tmp_path)
+def test_resume_without_a_checkpoint_starts_the_run_and_fresh_runs_refuse_a_used_dir(tmp_path, capsys):
+    cfg = config(max_steps=2)
+    batches = FixedBatches(tokens(64).view(2, 32))
+    trainer = Trainer(tiny_model(), cfg, batches, tmp_path / "new", resume=True)
+    assert trainer.step == 0 and "no complete checkpoint yet: starting the run at step 0" in \
+        capsys.readouterr().err
+    trainer.train()
+    with pytest.raises(ConfigError, match="already holds a run .last checkpoint at step 2.; resume it"):
+        Trainer(tiny_model(), cfg, batches, tmp_path / "new")
+    with pytest.raises(ConfigError, match="max_steps is 1 but the run is already at step 2"):
+        Trainer(tiny_model(), config(max_steps=1), batches, tmp_path / "new", resume=True).train()
+
+
+def test_resume_refuses_other_settings_but_may_extend_the_run(tmp_path):
+    batches = FixedBatches(tokens(64).view(2, 32))
+    Trainer(tiny_model(), config(max_steps=2), batches, tmp_path).train()
+    with pytest.raises(ConfigError, match=r"lr \(run: 0.001, now: 0.1\); seed \(run: 0, now: 9\)"):
+        Trainer(tiny_model(), config(max_steps=3, lr=0.1, seed=9), batches, tmp_path, resume=True)
+    with pytest.raises(ConfigError, match=r"model d_model \(run: 32, now: 64\)"):
+        Trainer(tiny_model(d_model=64), config(max_steps=3), batches, tmp_path, resume=True)
+    trainer = Trainer(tiny_model(), config(max_steps=3, save_every=1, log_every=1), batches, tmp_path,
+                      resume=True)
+    trainer.train()
+    info = json.loads((tmp_path / "run.json").read_text())
+    assert trainer.step == 3 and info["train_config"]["max_steps"] == 3
+    assert info["train_config"]["save_every"] == 1 and info["resumed_at_steps"] == [2]
+
+
+def test_a_checkpoint_is_saved_every_few_minutes_without_a_step_interval(tmp_path, monkeypatch):
+    from bioxlstm import train
+
+    clock = [0.0]
+    monkeypatch.setattr(train.time, "monotonic", lambda: clock[0])
+
+    class Ticking(FixedBatches):
+        def next_batch(self):
+            clock[0] += 60.0  # each step takes a minute
+            return super().next_batch()
+
+    cfg = config(max_steps=9, save_every_minutes=4)
+    crashing = CrashAfter(Ticking(tokens(64).view(2, 32)), limit=7)
+    with pytest.raises(Interrupted):
+        Trainer(tiny_model(), cfg, crashing, tmp_path).train()
+    state = json.loads((tmp_path / "checkpoint" / "training_state.json").read_text())
+    assert state["step"] == 4  # saved once 4 minutes had passed; the crash came at step 8
+    assert TrainConfig().save_every_minutes == 10 and TrainConfig().save_every == 0
 
 
 def lrs(cfg: TrainConfig) -> list[float]:
@@ -213,8 +252,8 @@ def test_metrics_run_info_and_checkpoint_are_written(tmp_path):
     loaded = XLSTMLanguageModel.from_pretrained(tmp_path / "checkpoint")
     for a, b in zip(model.state_dict().values(), loaded.state_dict().values()):
         assert torch.equal(a, b)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "metrics.jsonl",
-                                                          "run.json"]
+    names = sorted(p.name for p in tmp_path.iterdir() if p.name != ".lock")
+    assert names == ["checkpoint", "metrics.jsonl", "run.json"]
 
 
 @pytest.mark.parametrize("field, value", [

@@ -7,9 +7,6 @@ as is, and a Hub repository or a local copy of one loads through the same strict
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from bioxlstm import __version__
 from bioxlstm.config import ModelConfig
 from bioxlstm.errors import CheckpointError
+from bioxlstm.io import atomic_write
 
 if TYPE_CHECKING:
     from bioxlstm.model import XLSTMLanguageModel
@@ -27,21 +25,6 @@ if TYPE_CHECKING:
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 META_KEYS = ("model_type", "bioxlstm_version")
-
-
-def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Call write(tmp_path) on a temporary file beside `path`, fsync it, then rename over path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_pretrained(model: XLSTMLanguageModel, directory: str | Path) -> Path:

@@ -17,9 +17,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from bioxlstm.config.train import STRATEGIES
 from bioxlstm.errors import ConfigError
-
-STRATEGIES = ("ddp", "fsdp")
 
 
 @dataclass(frozen=True)

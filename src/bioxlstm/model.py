@@ -126,8 +126,7 @@ class XLSTMLanguageModel(
         x = self.dropout(self.embedding(input_ids))
         h, blocks = self.stack(x, None if state is None else state.blocks, position_ids, lengths)
         h = self.norm(h)
-        logits = self.head(h)[..., : self.config.vocab_size]
-        return LMOutput(logits, h, LMState(blocks, offset + S) if return_state else None)
+        return LMOutput(self._logits(h), h, LMState(blocks, offset + S) if return_state else None)
 
     def _forward_both_strands(
         self,
@@ -149,8 +148,17 @@ class XLSTMLanguageModel(
         x = self.dropout(self.embedding(both))
         h, _ = self.stack(x, None, position_ids, None if lengths is None else lengths.repeat(2))
         h = self.norm(h)
-        logits = self.head(h)[..., : self.config.vocab_size]
-        return LMOutput(fold_logits(logits, COMPLEMENT, lengths), fold_hidden(h, lengths))
+        return LMOutput(fold_logits(self._logits(h), COMPLEMENT, lengths), fold_hidden(h, lengths))
+
+    def _logits(self, h: Tensor) -> Tensor:
+        """The head's logits over the real vocabulary (the padding columns dropped).
+
+        The result is a copy, not a view of the padded logits: FSDP warns about (and an in-place op
+        on a view would break) the backward hook it puts on a root module's output.
+        """
+        logits = self.head(h)
+        V = self.config.vocab_size
+        return logits if logits.shape[-1] == V else logits[..., :V].clone()
 
     def loss(
         self,

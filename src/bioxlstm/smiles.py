@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from bioxlstm.checkpoint import atomic_write
 from bioxlstm.errors import BioXLSTMError
+from bioxlstm.io import atomic_write
 
 PAD, BEG, END, UNK = "[PAD]", "[BEG]", "[END]", "[UNK]"
 SPECIALS = (PAD, BEG, END, UNK)

@@ -1,47 +1,53 @@
-"""Training loop: AdamW with decay groups, LR schedule, bf16, exact resume; one process or many.
+"""Training loop: AdamW with decay groups, LR schedule, bf16, safe checkpoints, exact resume.
 
 Under torchrun the trainer joins the process group itself (DDP by default, FSDP on request); every
 rank draws the same global batch and trains on its share of the rows (see bioxlstm.distributed).
+The run directory's checkpoint protocol is in bioxlstm.run_dir; the settings in bioxlstm.config.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import itertools
 import json
 import math
-import os
-import platform
 import random
-import shutil
+import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 
 from bioxlstm import distributed
-from bioxlstm.allocator import retain_freed_memory
-from bioxlstm.checkpoint import atomic_write, load_weights, save_pretrained
-from bioxlstm.config import check_fields, read_config_file
+from bioxlstm.checkpoint import load_config, load_weights, save_pretrained
+from bioxlstm.config import TrainConfig
 from bioxlstm.data.batches import Batch, BatchSource, TokenWindows, eval_batches
 from bioxlstm.errors import BioXLSTMError, CheckpointError, ConfigError
+from bioxlstm.io import OutputError, RunLock, atomic_write, check_output_dir
 from bioxlstm.model import IGNORE_INDEX, loss_targets
-
-SCHEDULES = ("cosine", "constant")
+from bioxlstm.run_dir import (
+    CHECKPOINT_DIR,
+    METRICS_FILE,
+    RUN_FILE,
+    holds_run,
+    is_empty_or_missing,
+    newest_checkpoint,
+    replace_checkpoint,
+    settle,
+)
+from bioxlstm.train_state import load_state, rng_state, save_state, set_rng_state, versions
 
 
 def bf16_is_slow(device: torch.device) -> bool:
@@ -57,144 +63,6 @@ def bf16_is_slow(device: torch.device) -> bool:
 
 class NonFiniteLossError(BioXLSTMError, RuntimeError):
     """Training produced non-finite losses or gradients too many steps in a row."""
-
-CHECKPOINT_DIR = "checkpoint"
-HISTORY_DIR = "checkpoints"
-STATE_TENSORS = "training_state.safetensors"
-STATE_JSON = "training_state.json"
-METRICS_FILE = "metrics.jsonl"
-RUN_FILE = "run.json"
-
-
-@dataclass
-class TrainConfig:
-    """Optimiser, schedule and loop settings of one run.
-
-    batch_size is the global micro-batch: sequences per micro-step summed over all processes (each
-    of N torchrun ranks trains on batch_size / N of them), so a run means the same at any world
-    size. distributed picks DDP (replicated weights) or FSDP (sharded) when WORLD_SIZE > 1.
-    bf16 runs forward and loss under bfloat16 autocast (float32 weights and optimiser state): on
-    GPUs, and on CPUs with bfloat16 instructions (AVX512-BF16 or AMX), where it is faster.
-    """
-
-    lr: float = 1e-3
-    min_lr: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.95)
-    weight_decay: float = 0.1
-    warmup_steps: int = 0
-    warmup_fraction: float | None = None
-    schedule: str = "cosine"
-    max_steps: int = 1000
-    batch_size: int = 8
-    grad_accum_steps: int = 1
-    clip_norm: float | None = 1.0
-    bf16: bool = False
-    activation_checkpointing: bool = False
-    eval_every: int = 0
-    eval_batches: int = 20
-    save_every: int = 0
-    log_every: int = 10
-    seed: int = 0
-    device: str = "auto"
-    progress: bool = True
-    max_bad_steps: int = 5  # non-finite losses/gradients in a row before the run stops
-    keep_checkpoints: int = 1  # the latest in checkpoint/, older ones in checkpoints/step-N/
-    tensorboard: bool = False  # also write scalars to run_dir/tensorboard (needs tensorboard)
-    distributed: str = "ddp"
-
-    def __post_init__(self) -> None:
-        if isinstance(self.betas, list):
-            self.betas = tuple(self.betas)
-        self.validate()
-
-    def validate(self) -> None:
-        """Raise ConfigError naming the first bad field."""
-        for name in ("max_steps", "batch_size", "grad_accum_steps", "eval_batches", "log_every",
-                     "max_bad_steps", "keep_checkpoints"):
-            _require(_is_int(getattr(self, name)) and getattr(self, name) >= 1, name,
-                     "a positive integer", getattr(self, name))
-        for name in ("warmup_steps", "eval_every", "save_every"):
-            _require(_is_int(getattr(self, name)) and getattr(self, name) >= 0, name,
-                     "a non-negative integer", getattr(self, name))
-        _require(_is_int(self.seed) and 0 <= self.seed < 2**32, "seed",
-                 "an integer in [0, 2**32)", self.seed)
-        _require(_is_number(self.lr) and self.lr > 0, "lr", "a positive number", self.lr)
-        _require(_is_number(self.min_lr) and 0 <= self.min_lr <= self.lr, "min_lr",
-                 "a number in [0, lr]", self.min_lr)
-        _require(_is_number(self.weight_decay) and self.weight_decay >= 0, "weight_decay",
-                 "a non-negative number", self.weight_decay)
-        _require(isinstance(self.betas, tuple) and len(self.betas) == 2
-                 and all(_is_number(b) and 0 <= b < 1 for b in self.betas), "betas",
-                 "two numbers in [0, 1)", self.betas)
-        _require(self.clip_norm is None or (_is_number(self.clip_norm) and self.clip_norm > 0),
-                 "clip_norm", "a positive number or null", self.clip_norm)
-        _require(self.schedule in SCHEDULES, "schedule", f"one of {SCHEDULES}", self.schedule)
-        for name in ("bf16", "progress", "activation_checkpointing", "tensorboard"):
-            _require(isinstance(getattr(self, name), bool), name, "true or false",
-                     getattr(self, name))
-        fraction = self.warmup_fraction
-        _require(fraction is None or (_is_number(fraction) and 0 <= fraction <= 1),
-                 "warmup_fraction", "a number in [0, 1] or null", fraction)
-        _require(fraction is None or self.warmup_steps == 0, "warmup_fraction",
-                 "null when warmup_steps is set", fraction)
-        _require(self.warmup <= self.max_steps, "warmup_steps", "at most max_steps",
-                 self.warmup)
-        _require(isinstance(self.device, str) and _is_device(self.device), "device",
-                 "'auto' or a torch device such as 'cpu' or 'cuda:0'", self.device)
-        _require(self.distributed in distributed.STRATEGIES, "distributed",
-                 f"one of {distributed.STRATEGIES}", self.distributed)
-
-    @property
-    def warmup(self) -> int:
-        """Warmup length in optimiser steps, from warmup_steps or warmup_fraction."""
-        if self.warmup_fraction is None:
-            return self.warmup_steps
-        return round(self.warmup_fraction * self.max_steps)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON/YAML-ready fields (betas as a list)."""
-        return {**dataclasses.asdict(self), "betas": list(self.betas)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Build from a mapping, rejecting unknown fields by name."""
-        check_fields(cls, data, "train")
-        return cls(**data)
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> TrainConfig:
-        """Load from YAML or JSON; a top-level `train:` section is used when present."""
-        return cls.from_dict(read_config_file(path, "train"))
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_device(name: str) -> bool:
-    if name == "auto":
-        return True
-    try:
-        torch.device(name)
-    except RuntimeError:
-        return False
-    return True
-
-
-def _require(ok: bool, name: str, rule: str, value: Any) -> None:
-    if not ok:
-        raise ConfigError(f"train config field '{name}' must be {rule}, got {value!r}")
-
-
-def resolve_device(name: str) -> torch.device:
-    """The torch device for a config's `device`; 'auto' picks CUDA when present."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def seed_everything(seed: int) -> None:
@@ -255,6 +123,16 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> La
     return LambdaLR(optimizer, lambda step: lr_multiplier(config, step))
 
 
+
+
+class TrainingInterrupted(BioXLSTMError):
+    """A run stopped by SIGINT or SIGTERM after saving a checkpoint it can resume from."""
+
+    def __init__(self, reason: str, step: int, checkpoint: Path) -> None:
+        super().__init__(f"stopped by {reason} at step {step}; checkpoint saved in {checkpoint}")
+        self.reason, self.step, self.checkpoint = reason, step, checkpoint
+
+
 class _Window:
     """Loss, tokens and train-only wall time since the last logged record."""
 
@@ -282,6 +160,19 @@ class _Window:
         self.start += time.perf_counter() - began
 
 
+@contextmanager
+def _writing(run_dir: Path) -> Iterator[None]:
+    """Report a failed write into the run directory (disk full, read-only) in one line."""
+    try:
+        yield
+    except OSError as err:
+        raise OutputError(f"cannot write into run directory {run_dir}: {err.strerror or err}") from None
+
+
+def _notice(line: str) -> None:
+    tqdm.write(f"bioxlstm: {line}", file=sys.stderr)
+
+
 class Trainer:
     """Trains a model on a batch source; logs, evaluates and checkpoints into `run_dir`.
 
@@ -289,40 +180,56 @@ class Trainer:
     and divides by the whole batch's target count, so every target weighs the same at any world
     size. `valid_data` is a re-iterable of batches or a function returning a fresh iterable.
     `checkpoint_files` (name -> text) are written into every checkpoint beside the weights, e.g. a
-    tokenizer the model cannot be used without.
-    Resumed runs are bit-identical to uninterrupted ones on CPU; on GPU, as far as the kernels
-    are deterministic. Under torchrun every rank builds the same Trainer; only rank 0 writes
-    files and shows progress, and every rank resumes from the same checkpoint.
+    tokenizer the model cannot be used without; `run_files` once into run_dir (e.g. a data split).
+
+    One process trains in a run directory at a time (an fcntl lock, released when train() ends or
+    the process dies). Checkpoints are saved every `save_every` steps, every `save_every_minutes`,
+    at the end, and on SIGINT/SIGTERM, which finish the current step, save and raise
+    TrainingInterrupted. With resume=True the run continues from its newest complete checkpoint,
+    or starts at step 0 (saying so) if it has none yet; settings that change what the run computes
+    must equal the run's (`TrainConfig.resume_conflicts`). Resumed runs are bit-identical to
+    uninterrupted ones on CPU; on GPU, as far as the kernels are deterministic. Under torchrun
+    every rank builds the same Trainer; only rank 0 writes files and shows progress.
     """
 
     def __init__(self, model: nn.Module, config: TrainConfig, train_data: BatchSource,
                  run_dir: str | Path,
                  valid_data: Iterable[Batch] | Callable[[], Iterable[Batch]] | None = None,
-                 resume: bool = False, checkpoint_files: dict[str, str] | None = None) -> None:
+                 resume: bool = False, checkpoint_files: dict[str, str] | None = None,
+                 run_files: dict[str, str] | None = None) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
         self.dist, self.device = distributed.setup(config.device)
         if config.batch_size % self.dist.world_size:
             raise ConfigError(f"train config field 'batch_size' ({config.batch_size}) must be a "
                               f"multiple of the number of processes ({self.dist.world_size})")
+        self._lock = self._claim_run_dir()
+        try:
+            self._setup(model, train_data, valid_data, resume, checkpoint_files)
+            if self.dist.is_main:
+                with _writing(self.run_dir):
+                    for name, text in (run_files or {}).items():
+                        atomic_write(self.run_dir / name, lambda p, text=text: p.write_text(text))
+        except BaseException:
+            self.release()
+            raise
+
+    def _setup(self, model: nn.Module, train_data: BatchSource,
+               valid_data: Iterable[Batch] | Callable[[], Iterable[Batch]] | None, resume: bool,
+               checkpoint_files: dict[str, str] | None) -> None:
+        config = self.config
+        checkpoint = self._checkpoint_to_resume(resume)
         self.model = model.to(self.device)
         if config.bf16 and bf16_is_slow(self.device):
             warnings.warn("bf16 is on, but this CPU has no bfloat16 instructions (AVX512-BF16 or "
                           "AMX): autocast will emulate them and likely run slower than float32",
-                          stacklevel=2)
+                          stacklevel=3)
         if config.activation_checkpointing:
             if not hasattr(model, "gradient_checkpointing"):
                 raise ConfigError("'activation_checkpointing' needs a model with gradient_checkpointing()")
             model.gradient_checkpointing(True)
         self.train_data = train_data
         self.valid_data = valid_data
-        checkpoint = find_checkpoint(self.run_dir)
-        if resume and checkpoint is None:
-            raise CheckpointError(f"{self.run_dir}: no checkpoint to resume from")
-        if not resume and ((self.run_dir / METRICS_FILE).exists() or checkpoint):
-            raise ConfigError(f"'run_dir' {self.run_dir} already holds a run; pass "
-                              "resume=True to continue it or choose a new directory")
-        distributed.barrier(self.dist)  # no rank writes before every rank has checked run_dir
         self.fsdp = self.dist.distributed and config.distributed == "fsdp"
         self.net = distributed.wrap(self.model, config.distributed, self.dist, self.device)
         self.optimizer = build_optimizer(self.model, config)
@@ -331,59 +238,160 @@ class Trainer:
         self.tokens_seen = 0
         self.bad_steps = 0
         self.checkpoint_files = dict(checkpoint_files or {})
+        self._stop_signal: str | None = None
+        self._stop = self._save_due = False
+        self._last_save = time.monotonic()
         self._board = _tensorboard_writer(self.run_dir) if config.tensorboard and self.dist.is_main \
             else None
-        if resume:
+        if checkpoint is not None:
             self.load_checkpoint(checkpoint)
             if self.dist.is_main:
                 self._truncate_metrics()
         else:
             seed_everything(config.seed)
         if self.dist.is_main:
-            self._write_run_info(resumed=resume)
+            self._write_run_info(resumed=checkpoint is not None)
+
+    def _claim_run_dir(self) -> RunLock | None:
+        """Create run_dir and take its lock on rank 0; if that fails, every rank fails."""
+        lock, error = None, None
+        if self.dist.is_main:
+            try:
+                check_output_dir(self.run_dir, "run directory")
+                lock = RunLock(self.run_dir)
+            except BioXLSTMError as err:
+                error = err
+        flag = torch.tensor([float(error is not None)], device=self.device)
+        failed = bool(distributed.all_reduce_sum(flag, self.dist)[0] > 0)
+        if error is not None:
+            raise error
+        if failed:
+            raise OutputError(f"rank 0 could not open run directory {self.run_dir}")
+        return lock
+
+    def _checkpoint_to_resume(self, resume: bool) -> Path | None:
+        """The checkpoint to continue from, or None to start at step 0; refuses a used or foreign
+        directory (see the class docstring). Crash leftovers are settled first."""
+        if self.dist.is_main:
+            with _writing(self.run_dir):
+                settle(self.run_dir)
+        distributed.barrier(self.dist)
+        found = newest_checkpoint(self.run_dir)
+        if not resume and holds_run(self.run_dir):
+            at = f" (last checkpoint at step {found[1]})" if found else ""
+            raise ConfigError(f"run directory {self.run_dir} already holds a run{at}; resume it "
+                              "(--resume, or resume=True) or choose a new directory")
+        if not resume or found is not None:
+            return None if found is None else found[0]
+        if (self.run_dir / CHECKPOINT_DIR).exists():
+            raise CheckpointError(f"{self.run_dir / CHECKPOINT_DIR} is incomplete (files missing or "
+                                  "cut short) and no other complete checkpoint exists; move it "
+                                  "away to start the run again")
+        if not (holds_run(self.run_dir) or is_empty_or_missing(self.run_dir)):
+            raise ConfigError(f"{self.run_dir} is not a bioxlstm run directory (no {RUN_FILE}, "
+                              "metrics or checkpoint): nothing to resume")
+        distributed.barrier(self.dist)
+        if self.dist.is_main:
+            _notice(f"{self.run_dir} has no complete checkpoint yet: starting the run at step 0")
+            (self.run_dir / METRICS_FILE).unlink(missing_ok=True)
+        return None
+
+    def release(self) -> None:
+        """Give up the run directory's lock (train() does this when it returns or fails)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def train(self) -> dict[str, float]:
-        """Run optimiser steps up to max_steps; returns the last logged record."""
-        retain_freed_memory()
+        """Run optimiser steps up to max_steps; returns the last logged record.
+
+        SIGINT or SIGTERM finish the current step, save a checkpoint and raise TrainingInterrupted;
+        a second Ctrl-C stops at once.
+        """
         cfg = self.config
         self.model.train()
         bar = tqdm(total=cfg.max_steps, initial=self.step, unit="step", dynamic_ncols=True,
                    disable=None if cfg.progress and self.dist.is_main else True)
         window, record = _Window(), {}
+        self._last_save = time.monotonic()
         try:
-            while self.step < cfg.max_steps:
-                lr = self.optimizer.param_groups[0]["lr"]
-                result = self._train_step()
-                if result is None:
-                    continue
-                window.add(*result)
-                bar.update(1)
-                last = self.step == cfg.max_steps
-                evaluate = cfg.eval_every > 0 and self.valid_data is not None and (
-                    self.step % cfg.eval_every == 0 or last)
-                if evaluate or last or self.step % cfg.log_every == 0:
-                    record = {"step": self.step, **window.summary(), "lr": lr}
-                    if evaluate:
-                        record.update(self.evaluate())
-                    self._log(record)
-                    bar.set_postfix(loss=f"{record['loss']:.4f}",
-                                    tok_s=f"{record['tokens_per_s']:.0f}", refresh=False)
-                    window = _Window()
-                if last or (cfg.save_every > 0 and self.step % cfg.save_every == 0):
-                    with window.paused():
-                        self.save_checkpoint()
+            with self._signals_stop_training():
+                while self.step < cfg.max_steps:
+                    lr = self.optimizer.param_groups[0]["lr"]
+                    result = self._train_step()
+                    if result is not None:
+                        window.add(*result)
+                        bar.update(1)
+                    if result is not None or self._stop:
+                        window, record = self._maybe_log(window, lr, bar, record)
+                    if self._stop:
+                        raise TrainingInterrupted(self._stop_signal or "a signal to another process",
+                                                  self.step, self.save_checkpoint())
+                    if self._save_now(result is not None):
+                        with window.paused():
+                            self.save_checkpoint()
         finally:
             bar.close()
             if self._board is not None:
                 self._board.flush()
+            self.release()
         return record
+
+    def _maybe_log(self, window: _Window, lr: float, bar: tqdm,
+                   record: dict[str, float]) -> tuple[_Window, dict[str, float]]:
+        """Log (and validate) when due; returns the window to go on with and the last record."""
+        cfg = self.config
+        last = self.step == cfg.max_steps
+        evaluate = cfg.eval_every > 0 and self.valid_data is not None and not self._stop and (
+            self.step % cfg.eval_every == 0 or last)
+        if not (evaluate or last or self._stop or self.step % cfg.log_every == 0) or not window.steps:
+            return window, record
+        record = {"step": self.step, **window.summary(), "lr": lr}
+        if evaluate:
+            record.update(self.evaluate())
+        self._log(record)
+        bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}",
+                        refresh=False)
+        return _Window(), record
+
+    def _save_now(self, stepped: bool) -> bool:
+        """Whether a checkpoint is due: at the end, every save_every steps, or save_every_minutes."""
+        cfg = self.config
+        by_step = stepped and cfg.save_every > 0 and self.step % cfg.save_every == 0
+        return (stepped and self.step == cfg.max_steps) or by_step or self._save_due
+
+    @contextmanager
+    def _signals_stop_training(self) -> Iterator[None]:
+        """While training, SIGINT/SIGTERM ask for a checkpoint and a stop after the current step;
+        a second SIGINT raises KeyboardInterrupt at once. Only in the main thread."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handle(signum: int, frame: object) -> None:
+            if self._stop_signal is not None:
+                if signum == signal.SIGINT:
+                    raise KeyboardInterrupt
+                return
+            self._stop_signal = signal.Signals(signum).name
+            if self.dist.is_main:
+                sys.stderr.write(f"\nbioxlstm: {self._stop_signal}: finishing step {self.step + 1}, "
+                                 "then saving a checkpoint (Ctrl-C again stops at once, unsaved)\n")
+
+        previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def _train_step(self) -> tuple[Tensor, int] | None:
         """One optimiser step over grad_accum_steps micro-batches; grads stay until the next.
 
         A non-finite loss or gradient skips the step (None) with a warning; max_bad_steps of them
         in a row stop the run with NonFiniteLossError. Each rank takes its rows of every global
-        batch; the returned loss is the mean over ranks and the skip decision is shared.
+        batch; the returned loss is the mean over ranks, and the skip, stop and timed-checkpoint
+        decisions are shared by all ranks.
         """
         accum, world = self.config.grad_accum_steps, self.dist.world_size
         self.optimizer.zero_grad(set_to_none=True)
@@ -403,8 +411,13 @@ class Trainer:
             total += loss.detach()
         norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm or math.inf)
         norm = distributed.full_value(norm).float()
-        stats = torch.stack([total, (~torch.isfinite(norm)).float()])
+        minutes = self.config.save_every_minutes
+        due = minutes > 0 and time.monotonic() - self._last_save >= 60 * minutes
+        stats = torch.stack([total, (~torch.isfinite(norm)).float(),
+                             total.new_tensor(float(self._stop_signal is not None)),
+                             total.new_tensor(float(due))])
         stats = distributed.all_reduce_sum(stats, self.dist)
+        self._stop, self._save_due = bool(stats[2] > 0), bool(stats[3] > 0)
         total = stats[0] / self.dist.world_size
         if not bool(torch.isfinite(total)) or bool(stats[1] > 0):
             self._skip_step(float(total), float(norm))
@@ -461,80 +474,78 @@ class Trainer:
         return {"valid_loss": mean, "valid_ppl": math.exp(mean)}
 
     def save_checkpoint(self) -> Path:
-        """Write weights and training state to run_dir/checkpoint, replacing it atomically.
+        """Write weights and training state as run_dir/checkpoint, replacing the last one safely.
 
         Every rank calls it (FSDP gathers the full weights and optimiser state); rank 0 writes,
-        and no rank returns before the checkpoint is in place.
+        and no rank returns before the checkpoint is in place. The replaced checkpoint stays
+        complete on disk until the new one is (bioxlstm.run_dir).
         """
-        final = self.run_dir / CHECKPOINT_DIR
         weights = distributed.full_model_state(self.model) if self.fsdp else None
         state = self._training_state()
         if self.dist.is_main:
-            self._write_checkpoint(final, weights, state)
+            with _writing(self.run_dir):
+                replace_checkpoint(self.run_dir, self.step,
+                                   lambda directory: self._fill_checkpoint(directory, weights, state),
+                                   self.config.keep_checkpoints)
         distributed.barrier(self.dist)
-        return final
+        self._last_save = time.monotonic()
+        return self.run_dir / CHECKPOINT_DIR
 
-    def _write_checkpoint(self, final: Path, weights: dict[str, Tensor] | None,
-                          state: dict[str, Any]) -> None:
-        tmp = self.run_dir / f".{CHECKPOINT_DIR}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+    def _fill_checkpoint(self, directory: Path, weights: dict[str, Tensor] | None,
+                         state: dict[str, Any]) -> None:
         if weights is None:
-            self.model.save_pretrained(tmp)
+            self.model.save_pretrained(directory)
         else:
-            save_pretrained(_Weights(self.model.config, weights), tmp)
+            save_pretrained(_Weights(self.model.config, weights), directory)
         for name, text in self.checkpoint_files.items():
-            atomic_write(tmp / name, lambda p, text=text: p.write_text(text))
-        tensors: dict[str, Tensor] = {}
-        meta = json.dumps(_flatten(state, tensors))
-        atomic_write(tmp / STATE_TENSORS, lambda p: save_file(tensors, str(p)))
-        atomic_write(tmp / STATE_JSON, lambda p: p.write_text(meta))
-        _fsync_dir(tmp)
-        old = final.with_name(f"{CHECKPOINT_DIR}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        if final.exists():
-            final.rename(old)
-        tmp.rename(final)
-        _fsync_dir(self.run_dir)
-        self._retire(old)
-
-    def _retire(self, old: Path) -> None:
-        """Keep a replaced checkpoint as checkpoints/step-N while keep_checkpoints allows, else drop it."""
-        keep = self.config.keep_checkpoints - 1
-        if keep > 0 and (old / STATE_JSON).is_file():
-            step = json.loads((old / STATE_JSON).read_text())["step"]
-            history = self.run_dir / HISTORY_DIR
-            history.mkdir(exist_ok=True)
-            target = history / f"step-{step:08d}"
-            shutil.rmtree(target, ignore_errors=True)
-            old.rename(target)
-            for stale in sorted(history.glob("step-*"))[:-keep]:
-                shutil.rmtree(stale)
-            _fsync_dir(history)
-        shutil.rmtree(old, ignore_errors=True)
+            atomic_write(directory / name, lambda p, text=text: p.write_text(text))
+        save_state(directory, state)
 
     def load_checkpoint(self, path: str | Path) -> None:
-        """Restore weights, optimiser, scheduler, data position and RNG states from `path`."""
+        """Restore weights, optimiser, scheduler, data position and RNG states from `path`,
+        after checking that this trainer's settings may continue that run."""
         path = Path(path)
         try:
-            tensors = load_file(str(path / STATE_TENSORS))
-            state = _unflatten(json.loads((path / STATE_JSON).read_text()), tensors)
+            state = load_state(path)
+            saved = TrainConfig.from_dict(state["train_config"])
+        except (OSError, KeyError, TypeError, ValueError, SafetensorError) as err:
+            raise CheckpointError(f"{path}: cannot resume from this checkpoint ({err})") from None
+        self._check_resumable(path, saved, state["step"])
+        try:
             distributed.load_model_state(self.model, load_weights(path, self.device), self.fsdp)
             distributed.load_optimizer_state(self.model, self.optimizer, state["optimizer"],
                                              self.fsdp)
             self.scheduler.load_state_dict(state["scheduler"])
             self.train_data.load_state_dict(state["data"])
-            _set_rng_state(state["rng"])
+            set_rng_state(state["rng"])
             self.step, self.tokens_seen = state["step"], state["tokens_seen"]
         except (OSError, KeyError, TypeError, ValueError, RuntimeError, SafetensorError) as err:
             raise CheckpointError(f"{path}: cannot resume from this checkpoint ({err})") from None
 
+    def _check_resumable(self, path: Path, saved: TrainConfig, step: int) -> None:
+        """Refuse to continue a run with settings that change what it computes, naming them."""
+        conflicts = self.config.resume_conflicts(saved)
+        model_config = getattr(self.model, "config", None)
+        if model_config is not None:
+            run, now = load_config(path).to_dict(), model_config.to_dict()
+            conflicts += [f"model {k} (run: {run.get(k)!r}, now: {v!r})" for k, v in now.items()
+                          if run.get(k) != v]
+        if conflicts:
+            raise ConfigError(f"the run in {self.run_dir} was trained with other settings: "
+                              f"{'; '.join(conflicts)}. Resume with the run's settings (only the "
+                              "step count and bookkeeping such as checkpoint intervals may change) "
+                              "or start a new run")
+        if self.config.max_steps < step:
+            raise ConfigError(f"max_steps is {self.config.max_steps} but the run is already at step "
+                              f"{step}; give at least {step} steps")
+
     def _training_state(self) -> dict[str, Any]:
         return {"step": self.step, "tokens_seen": self.tokens_seen,
+                "train_config": self.config.to_dict(),
                 "optimizer": distributed.full_optimizer_state(self.model, self.optimizer,
                                                               self.fsdp),
                 "scheduler": self.scheduler.state_dict(),
-                "data": self.train_data.state_dict(), "rng": _rng_state()}
+                "data": self.train_data.state_dict(), "rng": rng_state()}
 
     def _to_device(self, batch: Batch) -> Batch:
         return {k: v.to(self.device, non_blocking=True) if isinstance(v, Tensor) else v
@@ -543,10 +554,10 @@ class Trainer:
     def _autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16)
 
-    def _log(self, record: dict[str, float]) -> None:
+    def _log(self, record: dict[str, Any]) -> None:
         if not self.dist.is_main:
             return
-        with open(self.run_dir / METRICS_FILE, "a") as fh:
+        with _writing(self.run_dir), open(self.run_dir / METRICS_FILE, "a") as fh:
             fh.write(json.dumps(record) + "\n")
         if self._board is not None:
             for key, value in record.items():
@@ -565,9 +576,11 @@ class Trainer:
                     kept.append(line + "\n")
             except (ValueError, KeyError, TypeError):
                 continue
-        atomic_write(path, lambda p: p.write_text("".join(kept)))
+        with _writing(self.run_dir):
+            atomic_write(path, lambda p: p.write_text("".join(kept)))
 
     def _write_run_info(self, resumed: bool) -> None:
+        """run.json: the settings actually in use, the data, seed, device and versions."""
         path = self.run_dir / RUN_FILE
         resumes = []
         if resumed and path.exists():
@@ -578,9 +591,10 @@ class Trainer:
                 "data": describe() if (describe := getattr(self.train_data, "describe", None)) else None,
                 "seed": self.config.seed, "device": str(self.device),
                 "world_size": self.dist.world_size,
-                "versions": _versions(),
+                "versions": versions(),
                 "resumed_at_steps": resumes + ([self.step] if resumed else [])}
-        atomic_write(path, lambda p: p.write_text(json.dumps(info, indent=2)))
+        with _writing(self.run_dir):
+            atomic_write(path, lambda p: p.write_text(json.dumps(info, indent=2)))
 
 
 @dataclass(frozen=True)
@@ -617,85 +631,3 @@ def _tensorboard_writer(run_dir: Path) -> Any:
         raise ConfigError("'tensorboard: true' needs the tensorboard package "
                           "(pip install 'bioxlstm[tensorboard]')") from None
     return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
-
-
-def find_checkpoint(run_dir: str | Path) -> Path | None:
-    """The run's checkpoint dir, or the previous one if a save was cut off mid-swap; else None."""
-    for name in (CHECKPOINT_DIR, f"{CHECKPOINT_DIR}.old"):
-        if (Path(run_dir) / name / STATE_JSON).is_file():
-            return Path(run_dir) / name
-    return None
-
-
-def _versions() -> dict[str, str]:
-    try:
-        bioxlstm_version = metadata.version("bioxlstm")
-    except metadata.PackageNotFoundError:
-        bioxlstm_version = "unknown"
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "numpy": np.__version__, "bioxlstm": bioxlstm_version}
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename inside `path` durable (POSIX; a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _rng_state() -> dict[str, Any]:
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
-             "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached]}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    torch.set_rng_state(state["torch"])
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _flatten(obj: Any, tensors: dict[str, Tensor]) -> Any:
-    """JSON-ready copy of a state dict; tensors move into `tensors` (saved as safetensors)."""
-    if isinstance(obj, Tensor):
-        key = str(len(tensors))
-        tensors[key] = obj.detach().to("cpu", memory_format=torch.contiguous_format, copy=True)
-        return {"__tensor__": key}
-    if isinstance(obj, dict):
-        if all(isinstance(k, str) for k in obj):
-            return {k: _flatten(v, tensors) for k, v in obj.items()}
-        return {"__items__": [[_flatten(k, tensors), _flatten(v, tensors)]
-                              for k, v in obj.items()]}
-    if isinstance(obj, tuple):
-        return {"__tuple__": [_flatten(v, tensors) for v in obj]}
-    if isinstance(obj, list):
-        return [_flatten(v, tensors) for v in obj]
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    raise CheckpointError(f"cannot store a {type(obj).__name__} in the training state")
-
-
-def _unflatten(obj: Any, tensors: dict[str, Tensor]) -> Any:
-    """Inverse of `_flatten`."""
-    if isinstance(obj, list):
-        return [_unflatten(v, tensors) for v in obj]
-    if not isinstance(obj, dict):
-        return obj
-    if "__tensor__" in obj:
-        return tensors[obj["__tensor__"]]
-    if "__tuple__" in obj:
-        return tuple(_unflatten(v, tensors) for v in obj["__tuple__"])
-    if "__items__" in obj:
-        return {_unflatten(k, tensors): _unflatten(v, tensors) for k, v in obj["__items__"]}
-    return {k: _unflatten(v, tensors) for k, v in obj.items()}

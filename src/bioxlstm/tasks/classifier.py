@@ -16,8 +16,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from bioxlstm.checkpoint import atomic_write
 from bioxlstm.errors import CheckpointError
+from bioxlstm.io import atomic_write
 from bioxlstm.model import XLSTMLanguageModel
 from bioxlstm.tasks.inputs import mean_pool, reverse_complement_rows
 

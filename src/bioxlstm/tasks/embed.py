@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from bioxlstm.checkpoint import atomic_write
 from bioxlstm.data.fasta import read_fasta
 from bioxlstm.errors import BioXLSTMError, ConfigError
+from bioxlstm.io import atomic_write, check_output_file
 from bioxlstm.tasks.inputs import length_batches, load_model, pad_batch, pooled_embeddings
 
 POOLED_FORMATS = (".npy", ".parquet")
@@ -65,6 +65,9 @@ def embed_fasta(fasta: str | Path, checkpoint: str | Path, out: str | Path,
         raise EmbedOutputError(f"{per_token}: the per-token output must end in .npz")
     if out.suffix == ".parquet":
         _require_pyarrow()
+    check_output_file(out, "--out")
+    if per_token is not None:
+        check_output_file(per_token, "--per-token")
     model, alphabet = load_model(checkpoint, config.device)
     names, tokens = [], []
     for name, seq in read_fasta(fasta):

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bioxlstm.checkpoint import atomic_write
 from bioxlstm.data.smiles import parse_molecule, read_smiles
+from bioxlstm.io import atomic_write, check_output_dir
 from bioxlstm.molecule_metrics import molecule_metrics, plot_properties, properties
 
 METRICS_FILE = "metrics.json"
@@ -34,6 +34,8 @@ def evaluate_molecule_file(
     With out_dir, writes metrics.json and properties.png (molecular weight, logP and QED of the
     valid generated molecules against the reference) there.
     """
+    if out_dir is not None:
+        check_output_dir(out_dir, "--out")
     gen = read_smiles(generated, keep_empty=True)
     ref = read_smiles(reference) if reference is not None else None
     known = read_smiles(train) if train is not None else None

@@ -21,11 +21,11 @@ from bioxlstm.alphabets import PROTEIN
 from bioxlstm.data.fim import CLS
 from bioxlstm.data.homologs import sample_homologs
 from bioxlstm.data.msa import AMINO_ACIDS, Family, read_family
+from bioxlstm.devices import resolve_device
 from bioxlstm.errors import ConfigError
 from bioxlstm.model import XLSTMLanguageModel
 from bioxlstm.sampling import sample_next
 from bioxlstm.tasks.homolog_context import context_tokens, encode_context, expand_state
-from bioxlstm.train import resolve_device
 
 
 @dataclass
@@ -170,30 +170,24 @@ def generate_family_members(model: XLSTMLanguageModel, family: Family,
     return out
 
 
-def write_fasta(proteins: list[GeneratedProtein], path: str | Path | None) -> str:
-    """FASTA text of the samples with their judgements in the headers; written to path if given."""
+def fasta_text(proteins: list[GeneratedProtein]) -> str:
+    """FASTA text of the samples with their judgements in the headers."""
     lines = []
     for j, p in enumerate(proteins, 1):
         bits = "nan" if math.isnan(p.hmmer_bits) else f"{p.hmmer_bits:.1f}"
         lines.append(f">sample_{j} perplexity={p.perplexity:.3f} identity={p.identity:.3f} "
                      f"nearest={p.nearest} hmmer_bits={bits} complete={str(p.complete).lower()}")
         lines.append(p.sequence)
-    text = "\n".join(lines) + "\n"
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(text)
-    return text
+    return "\n".join(lines) + "\n"
 
 
-def run_family_generation(checkpoint: str | Path, msa: str | Path, config: FamilyGenerationConfig,
-                          out: str | Path | None = None) -> list[GeneratedProtein]:
-    """Load a protein checkpoint and a family file, generate and judge; FASTA goes to `out`."""
+def run_family_generation(checkpoint: str | Path, msa: str | Path,
+                          config: FamilyGenerationConfig) -> list[GeneratedProtein]:
+    """Load a protein checkpoint and a family file, generate and judge the samples."""
     family = read_family(msa)
     torch.manual_seed(config.seed)
     model = XLSTMLanguageModel.from_pretrained(checkpoint).to(resolve_device(config.device)).eval()
     if model.config.alphabet != "protein":
         raise ConfigError(f"--msa needs a protein model, but the checkpoint's alphabet is "
                           f"{model.config.alphabet!r}")
-    proteins = generate_family_members(model, family, config)
-    write_fasta(proteins, out)
-    return proteins
+    return generate_family_members(model, family, config)

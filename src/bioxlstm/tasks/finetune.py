@@ -23,22 +23,17 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from bioxlstm.alphabets import Alphabet
-from bioxlstm.checkpoint import atomic_write
-from bioxlstm.config import preset
+from bioxlstm.config import TrainConfig, preset
 from bioxlstm.data.labelled import Columns, LabelledData, holdout_split, read_labelled
+from bioxlstm.devices import resolve_device
 from bioxlstm.errors import ConfigError
+from bioxlstm.io import atomic_write, check_output_dir
 from bioxlstm.metrics import classification_metrics
 from bioxlstm.model import XLSTMLanguageModel
 from bioxlstm.tasks.classifier import SequenceClassifier
 from bioxlstm.tasks.inputs import model_alphabet, pad_batch, reverse_complement_rows
-from bioxlstm.train import (
-    TrainConfig,
-    _versions,
-    build_optimizer,
-    build_scheduler,
-    resolve_device,
-    seed_everything,
-)
+from bioxlstm.train import build_optimizer, build_scheduler, seed_everything
+from bioxlstm.train_state import versions
 
 SELECTION_METRICS = ("accuracy", "mcc")
 CLASSIFIER_DIR = "classifier"
@@ -114,6 +109,7 @@ def finetune(train: str | Path, out_dir: str | Path, config: FinetuneConfig | No
                           "(a from-scratch baseline)")
     if (out_dir / "run.json").exists():
         raise ConfigError(f"{out_dir} already holds a fine-tuning run; choose a new output directory")
+    check_output_dir(out_dir, "--out")
     seed_everything(config.seed)
     device = resolve_device(config.device)
     backbone = (XLSTMLanguageModel.from_pretrained(checkpoint) if checkpoint is not None
@@ -141,7 +137,7 @@ def finetune(train: str | Path, out_dir: str | Path, config: FinetuneConfig | No
         "checkpoint": None if checkpoint is None else str(checkpoint), "preset": preset_name,
         "model_config": backbone.config.to_dict(), "classes": model.classes,
         "max_length": max_length, "records": {k: len(v) for k, v in splits.items()},
-        "versions": _versions()})
+        "versions": versions()})
     return FinetuneResult(metrics, best_epoch, history, out_dir, test_source)
 
 

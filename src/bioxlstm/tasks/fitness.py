@@ -26,10 +26,11 @@ from bioxlstm.data.dms import check_mutant, read_assay
 from bioxlstm.data.fim import fim_sequence
 from bioxlstm.data.homologs import sample_homologs, sequence_weights
 from bioxlstm.data.msa import AMINO_ACIDS, Family
+from bioxlstm.devices import resolve_device
 from bioxlstm.errors import BioXLSTMError, ConfigError
+from bioxlstm.io import check_output_file
 from bioxlstm.model import XLSTMLanguageModel
 from bioxlstm.tasks.homolog_context import context_tokens, encode_context, expand_state
-from bioxlstm.train import resolve_device
 
 AA_IDS = torch.tensor([PROTEIN.id(a) for a in AMINO_ACIDS])
 
@@ -191,6 +192,7 @@ def run_fitness(checkpoint: str | Path, dms: str | Path, out: str | Path, config
     from bioxlstm.data.fasta import read_fasta
     from bioxlstm.data.msa import read_family
 
+    check_output_file(out, "--out")
     family = read_family(msa) if msa is not None else None
     if wild_type is not None and Path(wild_type).is_file():
         wild_type = next(iter(read_fasta(wild_type)))[1]

@@ -16,10 +16,10 @@ from torch import Tensor
 
 from bioxlstm.alphabets import Alphabet, get_alphabet
 from bioxlstm.config import ModelConfig
+from bioxlstm.devices import resolve_device
 from bioxlstm.errors import BioXLSTMError
 from bioxlstm.model import XLSTMLanguageModel
 from bioxlstm.tasks.pretrain import SEPARATORS
-from bioxlstm.train import resolve_device
 
 PAD_TOKENS = {"DNA": "[PAD]", "protein": "<pad>"}
 

@@ -9,14 +9,12 @@ mostly count as invalid).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from bioxlstm.checkpoint import atomic_write
 from bioxlstm.data.smiles import ValiditySummary, read_smiles, valid_smiles
 from bioxlstm.data.smiles_batches import icl_row
 from bioxlstm.errors import ConfigError
@@ -136,11 +134,3 @@ def _context_prompt(tokenizer: SmilesTokenizer, context: ContextMolecules, num_c
     order = torch.randperm(len(context.ids), generator=generator).tolist()[:num_context]
     row = icl_row(tokenizer, context.ids, order, budget - 1)
     return [*row, tokenizer.separator_id]
-
-
-def write_smiles(path: str | Path, smiles: Sequence[str]) -> Path:
-    """One SMILES a line (an empty line for an empty sample), written atomically."""
-    path = Path(path)
-    text = "".join(f"{s}\n" for s in smiles)
-    atomic_write(path, lambda p: p.write_text(text))
-    return path

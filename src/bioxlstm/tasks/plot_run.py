@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from bioxlstm.errors import BioXLSTMError
+from bioxlstm.io import check_output_file
 
 
 class RunFileError(BioXLSTMError, ValueError):
@@ -41,7 +42,7 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     import matplotlib.pyplot as plt
 
     records = read_metrics(run_dir)
-    out = Path(out) if out is not None else Path(run_dir) / "curves.png"
+    out = check_output_file(Path(out) if out is not None else Path(run_dir) / "curves.png", "--out")
     steps = [r["step"] for r in records]
     valid = [r for r in records if "valid_loss" in r]
     fig, (ax_loss, ax_ppl, ax_lr) = plt.subplots(1, 3, figsize=(13, 3.8))

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from bioxlstm.alphabets import Alphabet, get_alphabet
-from bioxlstm.config import ModelConfig
+from bioxlstm.config import ModelConfig, TrainConfig
 from bioxlstm.data.batches import TokenWindows, eval_batches, record_positions
 from bioxlstm.data.fasta import read_fasta
 from bioxlstm.data.genome import Genome
@@ -18,7 +18,7 @@ from bioxlstm.data.intervals import Interval, chromosome_intervals, read_interva
 from bioxlstm.data.masking import clm_labels
 from bioxlstm.errors import ConfigError
 from bioxlstm.model import XLSTMLanguageModel
-from bioxlstm.train import TrainConfig, Trainer, find_checkpoint
+from bioxlstm.train import Trainer
 
 SEPARATORS = {"DNA": "[SEP]", "protein": "<cls>"}
 
@@ -73,7 +73,6 @@ def pretrain_fasta(
                           positions=train_pos, labels=labels)
     valid_batches = functools.partial(eval_batches, valid, seq_len, train_config.batch_size,
                                       train_config.eval_batches, valid_pos, labels)
-    resume = resume and find_checkpoint(run_dir) is not None
     trainer = Trainer(model, train_config, source, run_dir, valid_batches, resume=resume)
     trainer.train()
     return trainer
@@ -131,7 +130,6 @@ def pretrain_genome(
     valid_batches()
     torch.manual_seed(train_config.seed)
     model = XLSTMLanguageModel(model_config)
-    resume = resume and find_checkpoint(run_dir) is not None
     trainer = Trainer(model, train_config, source, run_dir, valid_batches, resume=resume)
     trainer.train()
     return trainer

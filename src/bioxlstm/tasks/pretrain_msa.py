@@ -13,15 +13,14 @@ from pathlib import Path
 
 import torch
 
-from bioxlstm.config import ModelConfig
+from bioxlstm.config import ModelConfig, TrainConfig
 from bioxlstm.data.families import FamilyContexts, FamilySample, evaluate_families, family_eval_samples
 from bioxlstm.data.fim import FIMConfig
 from bioxlstm.data.msa import read_msa_dir
-from bioxlstm.distributed import env_from_torchrun
 from bioxlstm.errors import ConfigError
 from bioxlstm.model import XLSTMLanguageModel
 from bioxlstm.tasks.pretrain import _check_alphabet
-from bioxlstm.train import TrainConfig, Trainer, find_checkpoint
+from bioxlstm.train import Trainer
 
 SPLIT_FILE = "families.json"
 
@@ -96,14 +95,10 @@ def pretrain_msa(
                             fim, seed=train_config.seed, names=split.train)
     valid = family_eval_samples([encoded[n] for n in split.valid], max_tokens, fim,
                                 seed=train_config.seed)
-    run_dir = Path(run_dir)
-    if env_from_torchrun().is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / SPLIT_FILE).write_text(json.dumps(split.__dict__, indent=2))
     torch.manual_seed(train_config.seed)
     model = XLSTMLanguageModel(model_config)
-    resume = resume and find_checkpoint(run_dir) is not None
     trainer = FamilyTrainer(model, train_config, source, run_dir, valid or None, resume=resume,
-                            valid_samples=valid)
+                            valid_samples=valid,
+                            run_files={SPLIT_FILE: json.dumps(split.__dict__, indent=2)})
     trainer.train()
     return trainer

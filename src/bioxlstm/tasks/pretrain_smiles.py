@@ -2,7 +2,8 @@
 
 Invalid SMILES (RDKit) and molecules longer than the context are counted and skipped, with a
 summary on standard error. The vocabulary is learned from the file and written as tokenizer.json
-into the run directory (a resumed run reads it back) and into every checkpoint beside the weights.
+into the run directory and into every checkpoint beside the weights (a resumed run reads the
+checkpoint's).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from bioxlstm.config import ModelConfig
+from bioxlstm.config import ModelConfig, TrainConfig
 from bioxlstm.data.smiles import ValiditySummary, read_domains, read_smiles, valid_smiles
 from bioxlstm.data.smiles_batches import (
     DomainContexts,
@@ -23,11 +24,11 @@ from bioxlstm.data.smiles_batches import (
     domain_eval_batches,
     molecule_eval_batches,
 )
-from bioxlstm.distributed import env_from_torchrun
 from bioxlstm.errors import CheckpointError, ConfigError
 from bioxlstm.model import XLSTMLanguageModel
+from bioxlstm.run_dir import newest_checkpoint
 from bioxlstm.smiles import TOKENIZER_FILE, SmilesTokenizer
-from bioxlstm.train import TrainConfig, Trainer, find_checkpoint
+from bioxlstm.train import Trainer
 
 SMILES_ALPHABET = "smiles"
 
@@ -74,14 +75,12 @@ def _split(items: list, fraction: float, seed: int, what: str) -> tuple[list, li
 
 
 def _tokenizer(run_dir: Path, molecules: Sequence[str], resume: bool) -> SmilesTokenizer:
-    """The saved tokenizer of a resumed run, else one built from the data (the same on every
-    rank), which rank 0 alone writes."""
-    if resume:
-        return SmilesTokenizer.load(run_dir)
-    tokenizer = SmilesTokenizer.build(molecules)
-    if env_from_torchrun().is_main:
-        tokenizer.save(run_dir)
-    return tokenizer
+    """The tokenizer of the run's newest checkpoint when resuming one, else one built from the
+    data (the same on every rank)."""
+    found = newest_checkpoint(run_dir) if resume else None
+    if found is not None:
+        return SmilesTokenizer.load(found[0])
+    return SmilesTokenizer.build(molecules)
 
 
 def pretrain_smiles(
@@ -97,10 +96,6 @@ def pretrain_smiles(
     tenth of the run unless train_config.eval_every says otherwise.
     """
     run_dir = Path(run_dir)
-    resume = resume and find_checkpoint(run_dir) is not None
-    if not resume and env_from_torchrun().is_main and (run_dir / TOKENIZER_FILE).exists():
-        raise ConfigError(f"'run_dir' {run_dir} already holds a run; pass resume=True to continue "
-                          f"it or choose a new directory")
     context = model_config.context_length
     if data.in_context:
         summary = ValiditySummary()
@@ -112,7 +107,6 @@ def pretrain_smiles(
         report(summary.line(str(data.path)))
     if not molecules:
         raise ConfigError(f"{data.path}: no valid SMILES to train on")
-    run_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = _tokenizer(run_dir, molecules, resume)
     model_config = ModelConfig.from_dict({**model_config.to_dict(), "alphabet": SMILES_ALPHABET,
                                           "vocab_size": len(tokenizer)})
@@ -141,8 +135,9 @@ def pretrain_smiles(
            f"vocabulary {len(tokenizer)} tokens")
     torch.manual_seed(cfg.seed)
     model = XLSTMLanguageModel(model_config)
+    files = {TOKENIZER_FILE: tokenizer.to_json()}
     trainer = Trainer(model, cfg, source, run_dir, valid_batches, resume=resume,
-                      checkpoint_files={TOKENIZER_FILE: tokenizer.to_json()})
+                      checkpoint_files=files, run_files=files)
     trainer.train()
     return trainer
 

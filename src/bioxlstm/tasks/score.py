@@ -23,10 +23,10 @@ import torch
 from tqdm.auto import tqdm
 
 from bioxlstm.alphabets import Alphabet
-from bioxlstm.checkpoint import atomic_write
 from bioxlstm.data.fasta import read_fasta
 from bioxlstm.data.genome import Genome
 from bioxlstm.errors import BioXLSTMError, ConfigError
+from bioxlstm.io import atomic_write, check_output_file
 from bioxlstm.model import XLSTMLanguageModel
 from bioxlstm.rc import reverse_complement
 from bioxlstm.tasks.inputs import can_run_in_pieces, length_batches, load_model, pad_batch
@@ -76,6 +76,7 @@ def score_fasta(fasta: str | Path, checkpoint: str | Path, out: str | Path = "-"
                 config: ScoreConfig | None = None) -> int:
     """Write id, length, log_likelihood, mean_log_likelihood, perplexity per record; returns count."""
     config = config or ScoreConfig()
+    _check_out(out)
     model, alphabet = _causal_model(checkpoint, config.device)
     names, tokens = [], []
     for name, seq in read_fasta(fasta):
@@ -97,6 +98,7 @@ def score_variants(table: str | Path, genome: str | Path, checkpoint: str | Path
                    out: str | Path = "-", config: ScoreConfig | None = None) -> VariantSummary:
     """Write the table back with llr columns and a status per row; see the module doc."""
     config = config or ScoreConfig()
+    _check_out(out)
     model, alphabet = _causal_model(checkpoint, config.device)
     if alphabet.name != "DNA":
         raise ScoreModelError(f"{checkpoint}: variant scoring needs a DNA model, this one is "
@@ -121,6 +123,27 @@ def score_variants(table: str | Path, genome: str | Path, checkpoint: str | Path
     _write_tsv(out, variants.header + list(SCORE_COLUMNS), rows)
     skipped = Counter(check.status for check in checks if check.status != "ok")
     return VariantSummary(len(checks), len(ok), dict(skipped))
+
+
+def run_score(checkpoint: str | Path, out: str | Path, config: ScoreConfig,
+              fasta: str | Path | None = None, variants: str | Path | None = None,
+              genome: str | Path | None = None) -> str:
+    """`bioxlstm score`: score a FASTA file, or a variant table against its genome; a summary line."""
+    if (fasta is None) == (variants is None):
+        raise ConfigError("score needs one of --fasta or --variants")
+    if fasta is not None:
+        if genome is not None:
+            raise ConfigError("--genome applies to --variants only")
+        return f"scored {score_fasta(fasta, checkpoint, out, config)} sequences"
+    if genome is None:
+        raise ConfigError("--variants needs --genome (the reference FASTA the positions refer to)")
+    return score_variants(variants, genome, checkpoint, out, config).line()
+
+
+def _check_out(out: str | Path) -> None:
+    """Fail before any scoring if the output file cannot be written ('-' is standard output)."""
+    if str(out) != "-":
+        check_output_file(out, "--out")
 
 
 def _causal_model(checkpoint: str | Path, device: str) -> tuple[XLSTMLanguageModel, Alphabet]:

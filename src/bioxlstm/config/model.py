@@ -1,4 +1,4 @@
-"""Model configuration as a dataclass, YAML/JSON round trips, and the paper's named presets."""
+"""The model's configuration: shape and options of an xLSTM language model, with field-named errors."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from bioxlstm.config.files import check_fields, read_config_file
+from bioxlstm.config.presets import DNA_VOCAB, PRESETS
 from bioxlstm.errors import ConfigError
 
 MLSTM_FORMS = ("chunkwise", "parallel", "recurrent")
@@ -136,79 +136,9 @@ class ModelConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
-def check_fields(cls: type, data: Any, what: str) -> None:
-    """Raise ConfigError unless `data` is a mapping whose keys are all fields of dataclass `cls`."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"a {what} config must be a mapping, got {type(data).__name__}")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(map(str, set(data) - known))
-    if unknown:
-        raise ConfigError(f"unknown {what} config field(s) {unknown}; known fields: {sorted(known)}")
-
-
-def read_config_file(path: str | Path, section: str) -> Any:
-    """A YAML/JSON file's content, or its `section:` mapping when it has one (run files hold both)."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"config file {path} is not UTF-8 text") from None
-    except yaml.YAMLError as err:
-        reason = " ".join(str(err).split())
-        raise ConfigError(f"config file {path} is not valid YAML: {reason}") from None
-    if isinstance(data, dict) and section in data:
-        data = data[section]
-    return data
-
-
 def round_up(x: float, multiple: int) -> int:
     """Smallest multiple of `multiple` that is >= x (how the xLSTM rounds inner widths)."""
     return int(-(-x // multiple) * multiple)
-
-
-DNA_VOCAB = 12
-PROTEIN_VOCAB = 38
-SMILES_VOCAB = 48
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "dna-xlstm-500k": dict(alphabet="dna", vocab_size=DNA_VOCAB, d_model=128, num_blocks=5,
-                           slstm_at=[0, 1, 2, 3, 4], ffn_proj_factor=1.1, context_length=1024),
-    "dna-xlstm-2m": dict(alphabet="dna", vocab_size=DNA_VOCAB, d_model=256, num_blocks=6,
-                         slstm_at=[0, 1, 2, 3, 4, 5], ffn_proj_factor=1.1, context_length=1024),
-    "dna-xlstm-4m": dict(alphabet="dna", vocab_size=DNA_VOCAB, d_model=256, num_blocks=9,
-                         mlstm_heads=4, context_length=32_768),
-    "prot-xlstm-26m": dict(alphabet="protein", vocab_size=PROTEIN_VOCAB, d_model=512,
-                           num_blocks=16, mlstm_heads=4, rope=True, context_length=131_072),
-    "prot-xlstm-102m": dict(alphabet="protein", vocab_size=PROTEIN_VOCAB, d_model=1024,
-                            num_blocks=16, mlstm_heads=4, rope=True, context_length=131_072),
-    "chem-xlstm-15m": dict(alphabet="smiles", vocab_size=SMILES_VOCAB, d_model=512, num_blocks=9,
-                           mlstm_heads=8, dropout=0.25, context_length=100),
-    "chem-xlstm-15m-icl": dict(alphabet="smiles", vocab_size=SMILES_VOCAB, d_model=512,
-                               num_blocks=9, mlstm_heads=8, dropout=0.25, context_length=4096),
-    "tiny-mlstm": dict(alphabet="dna", vocab_size=DNA_VOCAB, d_model=32, num_blocks=2,
-                       mlstm_heads=2, context_length=256, chunk_size=16),
-    "tiny-slstm": dict(alphabet="dna", vocab_size=DNA_VOCAB, d_model=32, num_blocks=2,
-                       slstm_at=[0, 1], slstm_heads=2, context_length=256),
-    "tiny-mixed": dict(alphabet="dna", vocab_size=DNA_VOCAB, d_model=32, num_blocks=3,
-                       slstm_at=[1], mlstm_heads=2, slstm_heads=2, context_length=256,
-                       chunk_size=16),
-    "tiny-prot-xlstm": dict(alphabet="protein", vocab_size=PROTEIN_VOCAB, d_model=64, num_blocks=3,
-                            mlstm_heads=2, rope=True, context_length=2048, chunk_size=64),
-    "tiny-chem-xlstm": dict(alphabet="smiles", vocab_size=SMILES_VOCAB, d_model=64, num_blocks=3,
-                            mlstm_heads=2, context_length=100, chunk_size=32),
-}
-
-NOMINAL_PARAMS: dict[str, int] = {
-    "dna-xlstm-500k": 500_000,
-    "dna-xlstm-2m": 2_000_000,
-    "dna-xlstm-4m": 4_000_000,
-    "prot-xlstm-26m": 26_000_000,
-    "prot-xlstm-102m": 102_000_000,
-    "chem-xlstm-15m": 15_000_000,
-    "chem-xlstm-15m-icl": 15_000_000,
-}
 
 
 def preset(name: str, **overrides: Any) -> ModelConfig:
