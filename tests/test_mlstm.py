@@ -20,7 +20,7 @@ FORMS = {
 
 
 def naive_mlstm(q, k, v, i, f, eps=1e-6):
-    """SPEC section 1 written literally, without the stabiliser, one step at a time."""
+    """docs/model.md section 1 written literally, without the stabiliser, one step at a time."""
     B, NH, S, DH = q.shape
     C = torch.zeros(B, NH, DH, DH, dtype=q.dtype)
     n = torch.zeros(B, NH, DH, dtype=q.dtype)

@@ -25,7 +25,7 @@ def model():
 
 
 def hand_score(model, wt, pos1, mut, context=None):
-    """log p(mut) - log p(wt) at 1-based pos1, query built token by token from SPEC."""
+    """log p(mut) - log p(wt) at 1-based pos1, query built token by token from docs/model.md section 7."""
     p = pos1 - 1
     ids = lambda s: [PROTEIN.id(c) for c in s]  # noqa: E731
     tokens = ([PROTEIN.id("<cls>")] + ids(wt[:p]) + [PROTEIN.id("<mask-1>")] + ids(wt[p + 1:])

@@ -15,7 +15,7 @@ def inputs(B=2, S=33, NH=2, DH=4, dtype=torch.float64, scale=1.0):
 
 
 def naive_slstm(wx, R, b):
-    """SPEC's sLSTM without the stabiliser: c~ and n~ grow as exp(i)."""
+    """The sLSTM of docs/model.md section 3 without the stabiliser: c~ and n~ grow as exp(i)."""
     B, S, _, NH, DH = wx.shape
     h = c = n = torch.zeros(B, NH, DH, dtype=wx.dtype)
     out = []

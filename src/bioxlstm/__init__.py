@@ -1,4 +1,4 @@
-"""bioxlstm: xLSTM language models for DNA, proteins and small molecules, in pure PyTorch."""
+"""bioxlstm: xLSTM language models for DNA, proteins and molecules (PyTorch; optional C++/Triton kernels)."""
 
 __version__ = "0.1.0"
 

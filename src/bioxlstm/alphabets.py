@@ -1,4 +1,4 @@
-"""Alphabets: token ids, special tokens and (for DNA) the complement map (SPEC sections 2 and 3)."""
+"""Alphabets: token ids, special tokens and (for DNA) the complement map (docs/model.md, sections 6 and 7)."""
 
 from __future__ import annotations
 

@@ -56,7 +56,7 @@ class XLSTMLanguageModel(
 ):
     """One model class for DNA, proteins and SMILES; what differs per alphabet is the config.
 
-    With config.rc_equivariant the model is RC-equivariant by parameter sharing (SPEC section 2):
+    With config.rc_equivariant the model is RC-equivariant by parameter sharing (docs/model.md, section 6):
     the stack runs with the same weights on x and on RC(x), and the head adds the RC strand's
     logits, complement-permuted and read in the forward frame. Such a model sees both strands of
     the whole sequence, so it trains with MLM and keeps no state.

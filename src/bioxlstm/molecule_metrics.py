@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from bioxlstm.data.smiles import parse_molecule
+from bioxlstm.extras import require
 
 PROPERTIES = ("molecular_weight", "logp", "qed")
 FINGERPRINT_RADIUS, FINGERPRINT_BITS = 2, 1024
@@ -81,7 +82,7 @@ def frechet_chemnet_distance(generated: Sequence[str], reference: Sequence[str],
 
     if len(generated) < 2 or len(reference) < 2:
         return None
-    from fcd_torch import FCD
+    FCD = require("fcd_torch", "chem", "the Frechet ChemNet Distance").FCD
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -138,8 +139,7 @@ def molecule_metrics(
 def plot_properties(generated: dict[str, np.ndarray], reference: dict[str, np.ndarray] | None,
                     path: str | Path, labels: tuple[str, str] = ("generated", "reference")) -> Path:
     """Histograms (densities) of each property, generated against reference, saved as an image."""
-    import matplotlib
-
+    matplotlib = require("matplotlib", "plot", "the property plot")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -1,6 +1,6 @@
 """Reverse complement of DNA token ids, and post-hoc conjoining (PH) of any model's two strands.
 
-PH (SPEC section 2): run a model on x and on RC(x) and average what it says, read in x's frame.
+PH (docs/model.md, section 6): run a model on x and on RC(x) and average what it says, read in x's frame.
 The result is exactly RC-invariant (pooled) or RC-equivariant (per position) whatever the model;
 train such models with RC augmentation so both strands are in distribution.
 """

@@ -1,4 +1,4 @@
-"""SMILES tokenizer (SPEC section 4): a regex split into chemical tokens and a vocabulary learned from data.
+"""SMILES tokenizer (docs/model.md §8): a regex split into chemical tokens and a vocabulary learned from data.
 
 Outside brackets a token is a ring bond `%nn`, `Cl`, `Br`, or one character (atoms of the organic
 subset, aromatic atoms, bonds, branches, ring digits, '.'). A bracket atom is split as in the

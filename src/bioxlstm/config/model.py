@@ -17,10 +17,10 @@ MLSTM_FORMS = ("chunkwise", "parallel", "recurrent")
 
 @dataclass
 class ModelConfig:
-    """Shape and options of an xLSTM language model (SPEC section 1).
+    """Shape and options of an xLSTM language model (docs/model.md).
 
     Blocks are mLSTM unless their index is listed in `slstm_at`. `rc_equivariant` makes a DNA
-    model reverse-complement equivariant by parameter sharing (SPEC section 2, PS).
+    model reverse-complement equivariant by parameter sharing (docs/model.md, section 6).
     """
 
     vocab_size: int

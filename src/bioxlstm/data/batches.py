@@ -51,7 +51,7 @@ def _check_tokens(tokens: Tensor, seq_len: int, batch_size: int) -> None:
 def record_positions(tokens: Tensor, separator: int) -> Tensor:
     """Position ids that restart at every record: the separator is 0, its residues 1, 2, ...
 
-    SPEC section 3: rotary embeddings see positions within each sequence, not within the stream.
+    docs/model.md, section 7: rotary embeddings see positions within each sequence, not within the stream.
     """
     index = torch.arange(tokens.numel())
     last = torch.where(tokens == separator, index, torch.full_like(index, -1)).cummax(0).values

@@ -1,4 +1,4 @@
-"""Fill-in-the-middle (FIM) for proteins and the per-sequence position ids of SPEC section 3.
+"""Fill-in-the-middle (FIM) for proteins and the per-sequence position ids of docs/model.md, section 7.
 
 One sequence with k spans cut out becomes
 
@@ -32,7 +32,7 @@ class FIMError(BioXLSTMError, ValueError):
 
 @dataclass
 class FIMConfig:
-    """Spans per sequence: k ~ Poisson(rate), capped at max_spans (SPEC: rate 1, at most 5)."""
+    """Spans per sequence: k ~ Poisson(rate), capped at max_spans (the paper: rate 1, at most 5)."""
 
     rate: float = 1.0
     max_spans: int = MAX_SPANS

@@ -7,6 +7,7 @@ import zlib
 from pathlib import Path
 
 from bioxlstm.errors import BioXLSTMError
+from bioxlstm.extras import require
 
 _READ_ERRORS = (OSError, ValueError, IndexError, EOFError, zlib.error)
 _MAX_HEADER = 1 << 16  # the index check reads header lines up to this long; longer ones are refused
@@ -50,7 +51,7 @@ class Genome:
     """
 
     def __init__(self, path: str | Path) -> None:
-        import pyfaidx
+        pyfaidx = require("pyfaidx", "dna", "reading a genome FASTA")
 
         self.path = Path(path)
         if not self.path.is_file():
@@ -113,7 +114,7 @@ class Genome:
         faidx = self._fasta.faidx
         with faidx.lock:
             if faidx._bgzf:
-                from Bio.bgzf import make_virtual_offset
+                make_virtual_offset = require("Bio.bgzf", "dna", "reading a bgzip genome").make_virtual_offset
 
                 blocks = faidx.gzi_index
                 block = blocks[max(bisect.bisect_right(blocks, start, key=_ustart) - 1, 0)]

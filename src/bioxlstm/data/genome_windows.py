@@ -34,7 +34,8 @@ MAX_DRAWS = 1000  # tries for one window under the N limit before the split is d
 class WindowConfig:
     """How windows are cut from the genome and turned into batches.
 
-    rc_prob: chance that a training window is reverse-complemented (SPEC: 0.5 for PH models).
+    rc_prob: chance that a training window is reverse-complemented (0.5 for post-hoc conjoined
+    models, docs/model.md section 6).
     max_n_fraction: windows with a larger share of N are redrawn (training) or skipped (evaluation).
     """
 

@@ -1,4 +1,4 @@
-"""Training targets for DNA ids: causal-LM labels and BERT-style masked-LM corruption (SPEC 2)."""
+"""Training targets for DNA ids: causal-LM labels and BERT-style masked-LM corruption (docs/model.md §6)."""
 
 from __future__ import annotations
 

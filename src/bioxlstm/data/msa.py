@@ -14,6 +14,7 @@ from pathlib import Path
 
 from bioxlstm.alphabets import PROTEIN
 from bioxlstm.errors import BioXLSTMError
+from bioxlstm.extras import require
 
 AMINO_ACIDS = "LAGVSERTIDPKQNFYMHWC"
 RESIDUES = frozenset(AMINO_ACIDS + "XBUZO")
@@ -152,7 +153,7 @@ def read_aligned_fasta(path: str | Path, aligned: bool = True) -> Family:
 
 def read_stockholm(path: str | Path) -> Family:
     """A Stockholm alignment (e.g. a Pfam seed) read with Biopython; '.' and lowercase are inserts."""
-    from Bio import AlignIO
+    AlignIO = require("Bio.AlignIO", "protein", "reading a Stockholm alignment")
 
     path = Path(path)
     text = _open_text(path)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bioxlstm.errors import BioXLSTMError
+from bioxlstm.extras import require
 
 HEADERS = ("smiles", "canonical_smiles")
 
@@ -77,6 +78,7 @@ class ValiditySummary:
 
 def parse_molecule(smiles: str):
     """The RDKit molecule of `smiles`, or None when it does not parse (an empty string never does)."""
+    require("rdkit", "chem", "reading SMILES")
     from rdkit import Chem, RDLogger
 
     RDLogger.DisableLog("rdApp.*")

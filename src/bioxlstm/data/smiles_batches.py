@@ -1,6 +1,6 @@
 """SMILES training batches: one molecule per row ([BEG] smiles [END]), or in-context rows of one domain.
 
-In-context rows (SPEC section 4, Chem-xLSTM-15M-icl) are [BEG] m1 . m2 . m3 ... : molecules of one
+In-context rows (docs/model.md, section 8) are [BEG] m1 . m2 . m3 ... : molecules of one
 domain in a fresh random order, added while they fit the context length. Rows are right-padded with
 [PAD], whose label is -100, so padding never counts in the loss.
 """

@@ -3,7 +3,7 @@
 Saved as a directory: the backbone as a normal checkpoint (config.json + model.safetensors, so the
 directory still loads as a language model), head.safetensors, and classifier.json with the class
 names (class id j is classes[j]), the length limit used in training and whether predictions are
-conjoined over both strands (post-hoc conjoining, SPEC section 2).
+conjoined over both strands (post-hoc conjoining, docs/model.md, section 6).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Family-conditioned protein generation (SPEC section 3) and how generated members are judged.
+"""Family-conditioned protein generation (docs/model.md, section 7) and how generated members are judged.
 
 Homologs are encoded as context chunkwise, carrying the recurrent state; new members are then
 sampled one token at a time from that state after a <cls>, until the model emits the next <cls>.
@@ -23,6 +23,7 @@ from bioxlstm.data.homologs import sample_homologs
 from bioxlstm.data.msa import AMINO_ACIDS, Family, read_family
 from bioxlstm.devices import resolve_device
 from bioxlstm.errors import ConfigError
+from bioxlstm.extras import require
 from bioxlstm.model import XLSTMLanguageModel
 from bioxlstm.sampling import sample_next
 from bioxlstm.tasks.homolog_context import context_tokens, encode_context, expand_state
@@ -108,7 +109,7 @@ def sample_members(model: XLSTMLanguageModel, context: list[str], num_samples: i
 
 def nearest_member(sequence: str, members: list[str], names: list[str]) -> tuple[float, str]:
     """(identity, name) of the family member closest to `sequence` by global BLOSUM62 score."""
-    from Bio import Align
+    Align = require("Bio.Align", "protein", "aligning generated proteins to their family")
     from Bio.Align import substitution_matrices
 
     if not sequence:
@@ -124,6 +125,7 @@ def nearest_member(sequence: str, members: list[str], names: list[str]) -> tuple
 def hmmer_scores(family: Family, sequences: list[str]) -> list[float]:
     """Bit score of each sequence against a profile HMM built from the family's alignment
     (all filters off, so every sequence with any alignment gets a score; NaN for none)."""
+    require("pyhmmer", "protein", "HMMER scores of generated proteins")
     from pyhmmer.easel import Alphabet, DigitalSequenceBlock, TextMSA, TextSequence
     from pyhmmer.plan7 import Background, Builder, Pipeline
 

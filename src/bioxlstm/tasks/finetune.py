@@ -1,4 +1,4 @@
-"""Sequence classification by fine-tuning a backbone with mean pooling and a linear head (SPEC 2).
+"""Sequence classification: a backbone fine-tuned with mean pooling and a linear head (docs/model.md §6).
 
 10% of the training set is held out (stratified, seeded) to pick the best epoch; the test set is a
 file or, without one, a seeded split of the training file. Outputs in `out_dir`: predictions.csv,

@@ -1,4 +1,4 @@
-"""Variant fitness from a homology-aware protein model with the FIM query of SPEC section 3.
+"""Variant fitness from a homology-aware protein model with the FIM query of docs/model.md, section 7.
 
 For a site p the query is `<cls> WT with <mask-1> at p <eos> <mask-1>`; the model's next-token
 distribution after it, renormalised over the 20 amino acids, gives log p(a at p). A substitution
@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import scipy.stats
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -28,6 +27,7 @@ from bioxlstm.data.homologs import sample_homologs, sequence_weights
 from bioxlstm.data.msa import AMINO_ACIDS, Family
 from bioxlstm.devices import resolve_device
 from bioxlstm.errors import BioXLSTMError, ConfigError
+from bioxlstm.extras import require
 from bioxlstm.io import check_output_file
 from bioxlstm.model import XLSTMLanguageModel
 from bioxlstm.tasks.homolog_context import context_tokens, encode_context, expand_state
@@ -113,7 +113,8 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     x, y = x[keep], y[keep]
     if x.size < 2 or np.all(x == x[0]) or np.all(y == y[0]):
         return math.nan
-    return float(scipy.stats.spearmanr(x, y).statistic)
+    stats = require("scipy.stats", "protein", "the Spearman correlation of fitness scores")
+    return float(stats.spearmanr(x, y).statistic)
 
 
 def score_assay(model: XLSTMLanguageModel, wild_type: str, mutants: list[str],

@@ -1,7 +1,7 @@
 """Homologs as a context: token layout, chunkwise encoding that carries the recurrent state, and
 continuing from that state for a batch of queries.
 
-Each context sequence is <cls> + residues with position ids 0, 1..L (SPEC section 3), so a model
+Each context sequence is <cls> + residues with position ids 0, 1..L (docs/model.md, section 7), so a model
 sees exactly what homology-aware pretraining showed it.
 """
 

@@ -1,7 +1,7 @@
 """Sampling SMILES from a Chem-xLSTM checkpoint, unconditionally or continuing molecules of a domain.
 
 Sampling runs in batches, one token at a time from the recurrent state (constant memory per token).
-Unconditional rows start at [BEG] and end at [END]. In-context rows (SPEC section 4) start with
+Unconditional rows start at [BEG] and end at [END]. In-context rows (docs/model.md, section 8) start with
 [BEG] m1 . m2 . ... mK . (K context molecules in a fresh random order for each batch) and the new
 molecule ends at the next '.'; a row that reaches the token limit first is kept as it is (it will
 mostly count as invalid).

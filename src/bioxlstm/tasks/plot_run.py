@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from bioxlstm.errors import BioXLSTMError
+from bioxlstm.extras import require
 from bioxlstm.io import check_output_file
 
 
@@ -36,8 +37,7 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
 
 def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Draw loss (train and validation), perplexity and learning rate against step; returns the PNG."""
-    import matplotlib
-
+    matplotlib = require("matplotlib", "plot", "drawing training curves")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -56,7 +56,7 @@ def pretrain_fasta(
 ) -> Trainer:
     """Train a causal LM on a FASTA file; the model lands in run_dir/checkpoint.
 
-    Models with rotary embeddings get position ids that restart at every record (SPEC section 3);
+    Models with rotary embeddings get position ids that restart at every record (docs/model.md, section 7);
     DNA labels leave out N, as in genome pretraining.
     """
     alphabet = _check_alphabet(model_config)

@@ -1,4 +1,4 @@
-"""Homology-aware pretraining on protein families (SPEC section 3), split by family.
+"""Homology-aware pretraining on protein families (docs/model.md, section 7), split by family.
 
 Families are split into train/valid/test as wholes, so validation measures how well the model
 models members of families it has never seen, given their homologs in context.
