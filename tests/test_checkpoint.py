@@ -17,7 +17,12 @@ def saved(tmp_path):
 
 def test_save_load_gives_identical_outputs(saved):
     model, path = saved
-    assert sorted(p.name for p in path.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert sorted(p.name for p in path.iterdir()) == ["README.md", "config.json", "model.safetensors",
+                                                      "tokenizer.json"]
+    from bioxlstm.alphabets import DNA
+    from bioxlstm.vocabulary import read_vocabulary
+
+    assert read_vocabulary(path) is DNA  # every checkpoint keeps its vocabulary
     loaded = XLSTMLanguageModel.from_pretrained(path).eval()
     assert loaded.config == model.config
     x = torch.randint(0, 12, (2, 30))

@@ -34,7 +34,7 @@ def test_icl_row_and_domain_batches():
     tok = SmilesTokenizer.build(MOLS)
     mols = [tok.encode(s) for s in ("CCO", "CN", "C")]
     row = icl_row(tok, mols, [2, 0, 1], max_len=9)
-    assert tok.decode(row) == "C.CCO.CN" and row[0] == tok.beg_id and len(row) == 9
+    assert tok.decode(row) == "C.CCO.CN" and row[0] == tok.bos_id and len(row) == 9
     assert tok.decode(icl_row(tok, mols, [2, 0, 1], max_len=8)) == "C.CCO"  # whole molecules only
     source = DomainContexts(tok, [mols, [tok.encode("CCCl")]], batch_size=4, max_len=40, seed=1)
     batch = source.next_batch()
@@ -55,7 +55,7 @@ def test_molecule_batches_rows_and_padding():
     tok = SmilesTokenizer.build(MOLS)
     batch = MoleculeBatches(tok, [tok.encode("CCO"), tok.encode("C")], batch_size=6).next_batch()
     for ids in batch["input_ids"].tolist():
-        assert ids[0] == tok.beg_id and tok.end_id in ids
+        assert ids[0] == tok.bos_id and tok.eos_id in ids
     assert pad_rows([[1, 5, 2], [1, 2]], 0)["labels"].tolist() == [[1, 5, 2], [1, 2, -100]]
 
 
@@ -71,13 +71,13 @@ def test_sampling_is_deterministic_under_a_seed(tiny):
 
 def test_batched_generation_equals_one_at_a_time(tiny):
     model, tok = tiny
-    prompts = torch.tensor([[tok.beg_id, *tok.encode(p)] for p in ("CC", "c1", "OC", "C#")])
-    batched = model.generate(prompts, 15, temperature=0, stop_token=tok.end_id)
+    prompts = torch.tensor([[tok.bos_id, *tok.encode(p)] for p in ("CC", "c1", "OC", "C#")])
+    batched = model.generate(prompts, 15, temperature=0, stop_token=tok.eos_id)
     for j in range(len(prompts)):
-        single = model.generate(prompts[j:j + 1], 15, temperature=0, stop_token=tok.end_id)
+        single = model.generate(prompts[j:j + 1], 15, temperature=0, stop_token=tok.eos_id)
         n = single.shape[1]
         assert torch.equal(batched[j, :n], single[0])
-        assert (batched[j, n:] == tok.end_id).all()
+        assert (batched[j, n:] == tok.eos_id).all()
 
 
 def test_in_context_sampling_uses_context_and_skips_unknown(tiny, tmp_path):

@@ -48,7 +48,7 @@ def test_vocabulary_specials_first_and_unknown_tokens():
         tokenizer.encode("CCl")
     assert tokenizer.encode("CCl", strict=False)[-1] == tokenizer.unk_id
     assert tokenizer.unknown_tokens("C[Pt]Cl") == ["[", "Pt", "]", "Cl"]
-    ids = [tokenizer.beg_id, *tokenizer.encode("CCO"), tokenizer.end_id, *tokenizer.encode("C")]
+    ids = [tokenizer.bos_id, *tokenizer.encode("CCO"), tokenizer.eos_id, *tokenizer.encode("C")]
     assert tokenizer.decode(ids) == "CCO"
 
 

@@ -9,14 +9,9 @@ import torch
 from bioxlstm import XLSTMLanguageModel, preset
 from bioxlstm.alphabets import DNA
 from bioxlstm.cli import main
+from bioxlstm.pooling import mean_pool
 from bioxlstm.tasks.embed import EmbedConfig, EmbedOutputError, embed_fasta
-from bioxlstm.tasks.inputs import (
-    SequenceTooLongError,
-    length_batches,
-    mean_pool,
-    pad_batch,
-    pooled_embeddings,
-)
+from bioxlstm.tasks.inputs import SequenceTooLongError, length_batches, pad_batch, pooled_embeddings
 
 CFG = dict(progress=False, device="cpu")
 

@@ -10,12 +10,13 @@ import torch
 
 from bioxlstm import XLSTMLanguageModel, preset
 from bioxlstm.alphabets import DNA
+from bioxlstm.classifier import SequenceClassifier, load_classifier
 from bioxlstm.cli import main
 from bioxlstm.errors import ConfigError
-from bioxlstm.rc import reverse_complement
-from bioxlstm.tasks.classifier import SequenceClassifier, load_classifier
+from bioxlstm.pooling import reverse_complement_rows
+from bioxlstm.strands import reverse_complement
 from bioxlstm.tasks.finetune import FinetuneConfig, finetune
-from bioxlstm.tasks.inputs import pad_batch, reverse_complement_rows
+from bioxlstm.tasks.inputs import pad_batch
 
 PROMOTERS = Path(__file__).resolve().parents[1] / "data" / "dna" / "human" / "promoter_core_4000.csv"
 FAST = dict(batch_size=16, progress=False, device="cpu")

@@ -24,7 +24,7 @@ from bioxlstm.data.intervals import (
 )
 from bioxlstm.data.masking import IGNORE_INDEX, is_base
 from bioxlstm.errors import BioXLSTMError, ConfigError
-from bioxlstm.rc import reverse_complement
+from bioxlstm.strands import reverse_complement
 from bioxlstm.train import TrainConfig, Trainer
 
 HUMAN = Path(__file__).resolve().parents[1] / "data/dna/human"

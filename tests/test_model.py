@@ -5,7 +5,7 @@ import torch
 
 from bioxlstm import XLSTMLanguageModel, preset
 from bioxlstm.config import NOMINAL_PARAMS
-from bioxlstm.layers.blocks import reverse
+from bioxlstm.strands import reverse
 
 TINY = ["tiny-mlstm", "tiny-slstm", "tiny-mixed"]
 

@@ -5,8 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from bioxlstm import XLSTMLanguageModel, preset
-from bioxlstm.layers.blocks import reverse
-from bioxlstm.rc import COMPLEMENT, conjoined_log_probs, conjoined_pooled, reverse_complement
+from bioxlstm.rc import conjoined_log_probs, conjoined_pooled
+from bioxlstm.strands import DNA_COMPLEMENT as COMPLEMENT
+from bioxlstm.strands import reverse, reverse_complement
 
 TINY = ["tiny-mlstm", "tiny-slstm", "tiny-mixed"]
 TOL = dict(atol=1e-10, rtol=1e-9)

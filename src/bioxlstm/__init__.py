@@ -1,10 +1,9 @@
 """bioxlstm: xLSTM language models for DNA, proteins and molecules (PyTorch; optional C++/Triton kernels)."""
 
-__version__ = "0.1.0"
-
-from bioxlstm.config import ModelConfig, preset  # noqa: E402
-from bioxlstm.errors import BioXLSTMError, CheckpointError, ConfigError  # noqa: E402
-from bioxlstm.model import XLSTMLanguageModel  # noqa: E402
+from bioxlstm.config import ModelConfig, preset
+from bioxlstm.errors import BioXLSTMError, CheckpointError, ConfigError
+from bioxlstm.model import XLSTMLanguageModel
+from bioxlstm.version import __version__
 
 __all__ = ["BioXLSTMError", "CheckpointError", "ConfigError", "ModelConfig",
            "XLSTMLanguageModel", "__version__", "preset"]

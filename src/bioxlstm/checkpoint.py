@@ -8,27 +8,26 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch import nn
 
-from bioxlstm import __version__
 from bioxlstm.config import ModelConfig
 from bioxlstm.errors import CheckpointError
 from bioxlstm.io import atomic_write
-
-if TYPE_CHECKING:
-    from bioxlstm.model import XLSTMLanguageModel
+from bioxlstm.smiles import TOKENIZER_FILE
+from bioxlstm.version import __version__
+from bioxlstm.vocabulary import vocabulary_file
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 META_KEYS = ("model_type", "bioxlstm_version")
 
 
-def save_pretrained(model: XLSTMLanguageModel, directory: str | Path) -> Path:
-    """Write the model's config and weights into `directory`; returns the directory."""
+def save_pretrained(model: nn.Module, directory: str | Path) -> Path:
+    """Write the model's config, weights and (for a fixed alphabet) vocabulary into `directory`."""
     directory = Path(directory)
     config = {"model_type": "bioxlstm", "bioxlstm_version": __version__,
               **model.config.to_dict()}
@@ -37,6 +36,8 @@ def save_pretrained(model: XLSTMLanguageModel, directory: str | Path) -> Path:
                  lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
     atomic_write(directory / CONFIG_FILE,
                  lambda p: p.write_text(json.dumps(config, indent=2, sort_keys=True)))
+    for name, text in vocabulary_file(model.config).items():
+        atomic_write(directory / name, lambda p, text=text: p.write_text(text))
     return directory
 
 
@@ -85,20 +86,27 @@ def hub_snapshot(
     """
     from huggingface_hub import hf_hub_download
 
+    def fetch(name: str) -> Path:
+        return Path(hf_hub_download(model_id, name, revision=revision, cache_dir=cache_dir,
+                                    force_download=force_download, token=token,
+                                    local_files_only=local_files_only))
+
     try:
-        paths = [Path(hf_hub_download(model_id, name, revision=revision, cache_dir=cache_dir,
-                                      force_download=force_download, token=token,
-                                      local_files_only=local_files_only))
-                 for name in (CONFIG_FILE, WEIGHTS_FILE)]
+        directory = fetch(CONFIG_FILE).parent
+        fetch(WEIGHTS_FILE)
     except Exception as err:  # huggingface_hub raises many types: validation, HTTP, offline, cache
         raise CheckpointError(f"{model_id}: not a checkpoint directory, and not available from the "
                               f"Hugging Face Hub or its cache ({type(err).__name__}: {err})") from None
-    return paths[0].parent
+    try:
+        fetch(TOKENIZER_FILE)  # a learned (SMILES) vocabulary; fixed alphabets do not need it
+    except Exception:  # absent from older repositories: the config's alphabet is used
+        pass
+    return directory
 
 
 def load_pretrained(
-    cls: type[XLSTMLanguageModel], directory: str | Path, map_location: str | torch.device = "cpu"
-) -> XLSTMLanguageModel:
+    cls: type[nn.Module], directory: str | Path, map_location: str | torch.device = "cpu"
+) -> nn.Module:
     """Build the model from config.json and load every weight strictly."""
     config = load_config(directory)
     weights = load_weights(directory, map_location)

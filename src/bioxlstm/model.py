@@ -12,15 +12,16 @@ import torch.nn.functional as F
 from huggingface_hub import ModelHubMixin
 from torch import Tensor, nn
 
+from bioxlstm.alphabets import IGNORE_INDEX
+from bioxlstm.checkpoint import hub_snapshot, load_config, load_pretrained, save_pretrained
 from bioxlstm.config import ModelConfig
+from bioxlstm.generation import sample_continuation
 from bioxlstm.layers import fused_step
 from bioxlstm.layers.primitives import LayerNorm, small_init_
 from bioxlstm.layers.rcps import fold_hidden, fold_logits, rc_pair
 from bioxlstm.layers.stack import BlockStack, StackState
-from bioxlstm.rc import COMPLEMENT
-from bioxlstm.sampling import sample_next
+from bioxlstm.vocabulary import vocabulary_for
 
-IGNORE_INDEX = -100
 PS_SEES_AHEAD = ("in an RC-equivariant (rc_equivariant=True) model the reverse-complement strand "
                  "at position t has read every token after t")
 
@@ -144,11 +145,12 @@ class XLSTMLanguageModel(
             lengths = _lengths(lengths, B, S, input_ids.device)
         if position_ids is not None:
             position_ids = torch.cat([position_ids.expand(B, S)] * 2)
-        both = rc_pair(input_ids, COMPLEMENT, lengths)
+        table = torch.tensor(vocabulary_for(self.config).complement_ids(), device=input_ids.device)
+        both = rc_pair(input_ids, table, lengths)
         x = self.dropout(self.embedding(both))
         h, _ = self.stack(x, None, position_ids, None if lengths is None else lengths.repeat(2))
         h = self.norm(h)
-        return LMOutput(fold_logits(self._logits(h), COMPLEMENT, lengths), fold_hidden(h, lengths))
+        return LMOutput(fold_logits(self._logits(h), table, lengths), fold_hidden(h, lengths))
 
     def _logits(self, h: Tensor) -> Tensor:
         """The head's logits over the real vocabulary (the padding columns dropped).
@@ -266,35 +268,31 @@ class XLSTMLanguageModel(
         if prompt_ids.dim() != 2 or prompt_ids.shape[1] == 0:
             raise ValueError("generate needs a non-empty prompt of shape (batch, length)")
         out = self(prompt_ids, return_state=True)
-        state, logits = out.state, out.logits[:, -1]
-        tokens = [prompt_ids]
-        done = torch.zeros(prompt_ids.shape[0], dtype=torch.bool, device=prompt_ids.device)
-        suppress = torch.tensor(suppress_tokens or [], dtype=torch.long, device=prompt_ids.device)
-        for _ in range(max_new_tokens):
-            if suppress.numel():
-                logits = logits.index_fill(-1, suppress, float("-inf"))
-            nxt = sample_next(logits, temperature, top_k, top_p, generator)
-            if stop_token is not None:
-                nxt = torch.where(done, torch.full_like(nxt, stop_token), nxt)
-                done |= nxt == stop_token
-            tokens.append(nxt.unsqueeze(1))
-            if stop_token is not None and bool(done.all()):
-                break
-            logits = self.step(nxt, state)
-        return torch.cat(tokens, dim=1)
+        allowed = None
+        if suppress_tokens:
+            allowed = torch.ones(self.config.vocab_size, dtype=torch.bool)
+            allowed[suppress_tokens] = False
+        new, _ = sample_continuation(self, out.state, out.logits[:, -1], max_new_tokens, temperature,
+                                     top_k, top_p, generator, stop_token, allowed)
+        return torch.cat([prompt_ids, new], dim=1)
 
     @torch.no_grad()
-    def step(self, next_ids: Tensor, state: LMState) -> Tensor:
+    def step(self, next_ids: Tensor, state: LMState, position_ids: Tensor | None = None) -> Tensor:
         """Logits (B, vocab) for one new token per sequence (B,), advancing `state` in place.
 
         The generation loop's step, like a Transformer's KV-cache step: the state it is given
         becomes the state after next_ids, so on CPU the fused kernel overwrites the recurrent
         state instead of allocating a new one per token. Keep a copy to branch from a state.
+        `position_ids` (B,) overrides the stream's next position (rotary models).
         """
         if not isinstance(state, LMState):
             raise ValueError("step needs the state of an earlier call: "
                              "model(prompt_ids, return_state=True).state")
         ids = next_ids.reshape(-1, 1)
+        if position_ids is not None:
+            out = self(ids, state=state, return_state=True, position_ids=position_ids.reshape(-1, 1))
+            state.blocks, state.position = out.state.blocks, out.state.position
+            return out.logits[:, -1]
         if fused_step.applies(self, ids, state):
             self._check_ids(ids)
             fused = fused_step.fused_step(self, ids, state.blocks, state.position, inplace=True)
@@ -310,8 +308,6 @@ class XLSTMLanguageModel(
 
         The mixin adds a model card (README.md); `push_to_hub=True` uploads the directory.
         """
-        from bioxlstm.checkpoint import save_pretrained
-
         save_pretrained(self, save_directory)
 
     @classmethod
@@ -331,8 +327,6 @@ class XLSTMLanguageModel(
         Nothing is unpickled. A Hub id is fetched into (or, with local_files_only or HF_HUB_OFFLINE=1,
         read from) the Hugging Face cache; a broken or missing checkpoint raises CheckpointError.
         """
-        from bioxlstm.checkpoint import hub_snapshot, load_config
-
         source = str(pretrained_model_name_or_path)
         if not os.path.isdir(source) and not _is_path(source):
             source = str(hub_snapshot(source, revision, cache_dir, force_download, local_files_only, token))
@@ -344,8 +338,6 @@ class XLSTMLanguageModel(
         cls, *, model_id: str, map_location: str | torch.device = "cpu", **_: object
     ) -> XLSTMLanguageModel:
         """ModelHubMixin's loader, given a local directory: strict safetensors load, no pickle."""
-        from bioxlstm.checkpoint import load_pretrained
-
         return load_pretrained(cls, model_id, map_location)
 
 

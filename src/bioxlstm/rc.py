@@ -1,4 +1,4 @@
-"""Reverse complement of DNA token ids, and post-hoc conjoining (PH) of any model's two strands.
+"""Post-hoc conjoining (PH) of any model's two strands (the ids' strand operations: bioxlstm.strands).
 
 PH (docs/model.md, section 6): run a model on x and on RC(x) and average what it says, read in x's frame.
 The result is exactly RC-invariant (pooled) or RC-equivariant (per position) whatever the model;
@@ -9,29 +9,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from bioxlstm.alphabets import DNA
-from bioxlstm.layers.blocks import reverse
 from bioxlstm.layers.rcps import rc_pair
-
-if TYPE_CHECKING:
-    from bioxlstm.model import XLSTMLanguageModel
-
-COMPLEMENT = torch.tensor(DNA.complement_ids())
-
-
-def complement(ids: Tensor) -> Tensor:
-    """Complement each DNA id (A<->T, C<->G; N and specials map to themselves)."""
-    return COMPLEMENT.to(ids.device)[ids]
-
-
-def reverse_complement(ids: Tensor, lengths: Tensor | None = None) -> Tensor:
-    """RC of each row of ids (B, S) within its own length; right padding stays in place."""
-    return complement(reverse(ids, lengths))
+from bioxlstm.model import XLSTMLanguageModel
+from bioxlstm.strands import DNA_COMPLEMENT, reverse
 
 
 def conjoined_log_probs(
@@ -47,13 +31,14 @@ def conjoined_log_probs(
     models use conjoined_pooled on pooled outputs instead.
     """
     lengths = _as_lengths(lengths, ids)
-    logits = model(rc_pair(ids, COMPLEMENT, lengths), lengths=_twice(lengths)).logits
-    if logits.shape[-1] != len(COMPLEMENT):
-        raise ValueError(f"conjoining needs a DNA model with {len(COMPLEMENT)} tokens, "
+    table = DNA_COMPLEMENT.to(ids.device)
+    logits = model(rc_pair(ids, table, lengths), lengths=_twice(lengths)).logits
+    if logits.shape[-1] != len(table):
+        raise ValueError(f"conjoining needs a DNA model with {len(table)} tokens, "
                          f"got {logits.shape[-1]}")
     logp = logits.to(torch.promote_types(logits.dtype, torch.float32)).log_softmax(-1)
     fwd, rc = logp.chunk(2)
-    rc = reverse(rc[..., COMPLEMENT.to(rc.device)], lengths)
+    rc = reverse(rc[..., table], lengths)
     return torch.logaddexp(fwd, rc) - math.log(2)
 
 
@@ -66,7 +51,7 @@ def conjoined_pooled(
     class logits or `lambda i, n: model.embed(i, n).pooled`; it runs once, on the rows [x; RC(x)].
     """
     lengths = _as_lengths(lengths, ids)
-    fwd, rc = fn(rc_pair(ids, COMPLEMENT, lengths), _twice(lengths)).chunk(2)
+    fwd, rc = fn(rc_pair(ids, DNA_COMPLEMENT.to(ids.device), lengths), _twice(lengths)).chunk(2)
     return (fwd + rc) / 2
 
 

@@ -49,9 +49,14 @@ def split_smiles(smiles: str) -> list[str]:
 
 @dataclass(frozen=True)
 class SmilesTokenizer:
-    """Token <-> id map: the specials [PAD]0 [BEG]1 [END]2 [UNK]3, then the learned tokens."""
+    """Token <-> id map: the specials [PAD]0 [BEG]1 [END]2 [UNK]3, then the learned tokens.
+
+    It has the role ids, targets and (absent) complement map of bioxlstm.alphabets.Alphabet, so
+    code that feeds a model works on either.
+    """
 
     tokens: tuple[str, ...]
+    name = "smiles"
 
     def __post_init__(self) -> None:
         if self.tokens[: len(SPECIALS)] != SPECIALS or len(set(self.tokens)) != len(self.tokens):
@@ -75,25 +80,48 @@ class SmilesTokenizer:
         """The id of a token (specials by their full name, e.g. '[END]')."""
         return self._ids[token]
 
+    def __contains__(self, token: object) -> bool:
+        return token in self._ids
+
     @property
     def pad_id(self) -> int:
         return self._ids[PAD]
 
     @property
-    def beg_id(self) -> int:
+    def bos_id(self) -> int:
+        """[BEG], which starts every molecule row."""
         return self._ids[BEG]
 
     @property
-    def end_id(self) -> int:
+    def eos_id(self) -> int:
+        """[END], which ends an unconditional molecule row."""
         return self._ids[END]
+
+    @property
+    def mask_id(self) -> None:
+        """SMILES models are causal only: there is no mask token."""
+        return None
 
     @property
     def unk_id(self) -> int:
         return self._ids[UNK]
 
     @property
+    def stop_id(self) -> int:
+        return self.eos_id
+
+    @property
     def separator_id(self) -> int:
+        """'.', which joins the molecules of an in-context row."""
         return self._ids[SEPARATOR]
+
+    def target_ids(self) -> list[int]:
+        """Every id but padding may be a target."""
+        return [j for j in range(len(self.tokens)) if j != self.pad_id]
+
+    def complement_ids(self) -> None:
+        """SMILES have no complement."""
+        return None
 
     def unknown_tokens(self, smiles: str) -> list[str]:
         """The tokens of `smiles` that are not in the vocabulary (empty when it encodes cleanly)."""

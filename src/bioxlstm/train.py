@@ -31,12 +31,13 @@ from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 
 from bioxlstm import distributed
+from bioxlstm.alphabets import IGNORE_INDEX
 from bioxlstm.checkpoint import load_config, load_weights, save_pretrained
 from bioxlstm.config import TrainConfig
 from bioxlstm.data.batches import Batch, BatchSource, TokenWindows, eval_batches
 from bioxlstm.errors import BioXLSTMError, CheckpointError, ConfigError
 from bioxlstm.io import OutputError, RunLock, atomic_write, check_output_dir
-from bioxlstm.model import IGNORE_INDEX, loss_targets
+from bioxlstm.model import loss_targets
 from bioxlstm.run_dir import (
     CHECKPOINT_DIR,
     METRICS_FILE,

@@ -10,11 +10,11 @@ import shlex
 import signal
 import sys
 
-from bioxlstm import __version__
 from bioxlstm.allocator import retain_freed_memory
 from bioxlstm.cli import finetune, generate, inference, misc, pretrain
 from bioxlstm.cli.args import Parser
 from bioxlstm.errors import BioXLSTMError
+from bioxlstm.version import __version__
 
 COMMANDS = (misc, pretrain, generate, finetune, inference)
 

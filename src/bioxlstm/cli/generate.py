@@ -19,8 +19,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "standard output or in --out.")
     p.add_argument("checkpoint", help="checkpoint directory (config.json + model.safetensors)")
     p.add_argument("--prompt", help="DNA/protein: sequence to continue (default: empty)")
-    p.add_argument("--alphabet", choices=("dna", "protein"),
-                   help="DNA/protein: alphabet of --prompt (default: the checkpoint's)")
     p.add_argument("--num", type=POSITIVE, help="number of sequences (default 3)")
     p.add_argument("--num-samples", type=POSITIVE, help="number of samples (same as --num)")
     p.add_argument("--length", type=POSITIVE,
@@ -54,7 +52,7 @@ def run(args: argparse.Namespace) -> None:
     from bioxlstm.tasks.generate import GenerateRequest, run_generate
 
     run_generate(GenerateRequest(
-        checkpoint=args.checkpoint, prompt=args.prompt, alphabet=args.alphabet, num=args.num,
+        checkpoint=args.checkpoint, prompt=args.prompt, num=args.num,
         length=args.length, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
         seed=args.seed, num_samples=args.num_samples, batch_size=args.batch_size,
         context_smiles=args.context_smiles, num_context=args.num_context, msa=args.msa,

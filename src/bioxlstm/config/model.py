@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bioxlstm.alphabets import ALPHABETS, DNA
 from bioxlstm.config.files import check_fields, read_config_file
-from bioxlstm.config.presets import DNA_VOCAB, PRESETS
+from bioxlstm.config.presets import PRESETS
 from bioxlstm.errors import ConfigError
 
 MLSTM_FORMS = ("chunkwise", "parallel", "recurrent")
@@ -42,7 +43,7 @@ class ModelConfig:
     chunk_size: int = 64
     mlstm_form: str = "chunkwise"
     pad_vocab_multiple: int = 8
-    alphabet: str | None = None
+    alphabet: str | None = "dna"  # a vocabulary name (docs/model.md); None: a model of raw ids
     rc_equivariant: bool = False
 
     def __post_init__(self) -> None:
@@ -87,11 +88,16 @@ class ModelConfig:
         for name in ("bidirectional", "rope", "rc_equivariant"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"config field '{name}' must be true or false")
-        if self.rc_equivariant and ((self.alphabet or "dna").lower() != "dna"
-                                    or self.vocab_size != DNA_VOCAB):
-            raise ConfigError(f"config field 'rc_equivariant' needs the DNA alphabet (alphabet 'dna' "
-                              f"and vocab_size {DNA_VOCAB}), got alphabet {self.alphabet!r} and "
-                              f"vocab_size {self.vocab_size}")
+        if self.rc_equivariant:
+            self._check_complement()
+
+    def _check_complement(self) -> None:
+        """An RC-equivariant model needs a fixed alphabet with a complement map (DNA)."""
+        alphabet = ALPHABETS.get((self.alphabet or "").lower())
+        if alphabet is None or alphabet.complement_ids() is None or self.vocab_size != len(alphabet):
+            raise ConfigError(f"config field 'rc_equivariant' needs an alphabet with a complement map "
+                              f"(alphabet 'dna', vocab_size {len(DNA)}), got alphabet "
+                              f"{self.alphabet!r} and vocab_size {self.vocab_size}")
 
     @property
     def has_mlstm(self) -> bool:

@@ -8,6 +8,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from bioxlstm.alphabets import IGNORE_INDEX
 from bioxlstm.errors import ConfigError
 
 Batch = dict[str, Any]
@@ -46,6 +47,20 @@ def _check_tokens(tokens: Tensor, seq_len: int, batch_size: int) -> None:
         raise ConfigError("'tokens' must be a 1-D integer tensor of token ids")
     if tokens.numel() < seq_len:
         raise ConfigError(f"'tokens' holds {tokens.numel()} ids, fewer than seq_len={seq_len}")
+
+
+def target_labels(vocabulary: Any) -> Callable[[Tensor], Tensor] | None:
+    """ids -> labels with IGNORE_INDEX where an id is not one of the vocabulary's targets (DNA:
+    N and most specials); None when every id but padding is a target (labels = ids)."""
+    targets = torch.tensor(vocabulary.target_ids())
+    if len(targets) >= len(vocabulary) - 1:
+        return None
+
+    def labels(ids: Tensor) -> Tensor:
+        keep = torch.isin(ids, targets.to(ids.device))
+        return torch.where(keep, ids, torch.full_like(ids, IGNORE_INDEX))
+
+    return labels
 
 
 def record_positions(tokens: Tensor, separator: int) -> Tensor:

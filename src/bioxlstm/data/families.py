@@ -17,10 +17,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from bioxlstm.alphabets import IGNORE_INDEX
 from bioxlstm.data.batches import Batch
 from bioxlstm.data.fim import CLS, PAD, FIMConfig, Piece, fim_sequence, sample_spans
 from bioxlstm.errors import ConfigError
-from bioxlstm.model import IGNORE_INDEX
 
 Members = Sequence[Sequence[int]]
 

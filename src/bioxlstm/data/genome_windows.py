@@ -23,7 +23,7 @@ from bioxlstm.data.genome import Genome, GenomeError
 from bioxlstm.data.intervals import Interval, IntervalError, select_split
 from bioxlstm.data.masking import SEP_ID, MaskingConfig, clm_labels, mask_tokens
 from bioxlstm.errors import ConfigError
-from bioxlstm.rc import reverse_complement
+from bioxlstm.strands import reverse_complement
 
 OBJECTIVES = ("clm", "mlm")
 N_ID = DNA.id("N")

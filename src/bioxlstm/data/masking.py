@@ -7,10 +7,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from bioxlstm.alphabets import DNA
+from bioxlstm.alphabets import DNA, IGNORE_INDEX
 from bioxlstm.errors import ConfigError
 
-IGNORE_INDEX = -100  # the label value model.loss skips
 BASES = torch.tensor([DNA.id(b) for b in "ACGT"])
 MASK_ID = DNA.id("[MASK]")
 SEP_ID = DNA.id("[SEP]")

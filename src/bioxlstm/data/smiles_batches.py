@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 
+from bioxlstm.alphabets import IGNORE_INDEX
 from bioxlstm.data.batches import Batch
 from bioxlstm.errors import ConfigError
-from bioxlstm.model import IGNORE_INDEX
 from bioxlstm.smiles import SmilesTokenizer
 
 
@@ -31,13 +31,13 @@ def pad_rows(rows: Sequence[Sequence[int]], pad_id: int) -> Batch:
 
 def molecule_row(tokenizer: SmilesTokenizer, ids: Sequence[int]) -> list[int]:
     """[BEG] ids [END]: how one molecule is fed to an unconditional model."""
-    return [tokenizer.beg_id, *ids, tokenizer.end_id]
+    return [tokenizer.bos_id, *ids, tokenizer.eos_id]
 
 
 def icl_row(tokenizer: SmilesTokenizer, molecules: Sequence[Sequence[int]], order: Sequence[int],
             max_len: int) -> list[int]:
     """[BEG] m_order[0] . m_order[1] . ... with as many whole molecules as fit in max_len tokens."""
-    row = [tokenizer.beg_id]
+    row = [tokenizer.bos_id]
     for j in order:
         extra = list(molecules[j]) if len(row) == 1 else [tokenizer.separator_id, *molecules[j]]
         if len(row) + len(extra) > max_len:

@@ -31,20 +31,9 @@ from bioxlstm.layers.primitives import (
 )
 from bioxlstm.layers.slstm import slstm_scan
 from bioxlstm.layers.slstm_input_cpu import slstm_inputs_fused, slstm_inputs_supported
+from bioxlstm.strands import reverse
 
 BlockState = Any
-
-
-def reverse(x: Tensor, lengths: Tensor | None) -> Tensor:
-    """Reverse each sequence of x (B, S, ...) within its own length; padding stays at the end."""
-    if lengths is None:
-        return x.flip(1)
-    S = x.shape[1]
-    t = torch.arange(S, device=x.device).unsqueeze(0)
-    lengths = lengths.to(x.device).unsqueeze(1)
-    idx = torch.where(t < lengths, lengths - 1 - t, t)
-    idx = idx.view(*idx.shape, *([1] * (x.dim() - 2))).expand_as(x)
-    return x.gather(1, idx)
 
 
 def mixer_dtype(x: Tensor) -> torch.dtype:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from bioxlstm.layers.blocks import reverse
+from bioxlstm.strands import reverse
 
 
 def rc_pair(ids: Tensor, complement: Tensor, lengths: Tensor | None = None) -> Tensor:

@@ -24,9 +24,10 @@ from bioxlstm.data.msa import AMINO_ACIDS, Family, read_family
 from bioxlstm.devices import resolve_device
 from bioxlstm.errors import ConfigError
 from bioxlstm.extras import require
+from bioxlstm.generation import sample_continuation
 from bioxlstm.model import XLSTMLanguageModel
-from bioxlstm.sampling import sample_next
 from bioxlstm.tasks.homolog_context import context_tokens, encode_context, expand_state
+from bioxlstm.vocabulary import vocabulary_for
 
 
 @dataclass
@@ -73,37 +74,22 @@ def sample_members(model: XLSTMLanguageModel, context: list[str], num_samples: i
                    chunk_tokens: int = 2048) -> list[tuple[str, float, bool]]:
     """(sequence, mean residue log-likelihood, ended with <cls>) for each of num_samples members
     sampled after the context, drawing only amino acids and the closing <cls>."""
-    device = next(model.parameters()).device
     tokens, positions = context_tokens(context)
     tokens = torch.cat([tokens, torch.tensor([CLS])])
     positions = torch.cat([positions, torch.tensor([0])])
     state, logits = encode_context(model, tokens, positions, chunk_tokens)
     state = expand_state(state, num_samples)
-    logits = logits.expand(num_samples, -1)
-    allowed = torch.full((logits.shape[-1],), float("-inf"), device=device)
-    allowed[[PROTEIN.id(a) for a in AMINO_ACIDS] + [CLS]] = 0.0
-    done = torch.zeros(num_samples, dtype=torch.bool, device=device)
-    residues: list[torch.Tensor] = []
-    logp_sum = torch.zeros(num_samples, dtype=torch.float64, device=device)
-    for step in range(1, max_residues + 1):
-        masked = logits.float() + allowed
-        nxt = sample_next(masked, temperature, top_k, top_p, generator)
-        ends = nxt == CLS
-        logp = masked.log_softmax(-1).gather(-1, nxt[:, None]).squeeze(1)
-        logp_sum += torch.where(done | ends, 0.0, logp).double()
-        residues.append(torch.where(done, torch.full_like(nxt, CLS), nxt))
-        done |= ends
-        if bool(done.all()) or step == max_residues:
-            break
-        out = model(nxt[:, None], state=state, return_state=True,
-                    position_ids=torch.full((num_samples, 1), step, device=device))
-        state, logits = out.state, out.logits[:, -1]
+    allowed = torch.zeros(logits.shape[-1], dtype=torch.bool)
+    allowed[[PROTEIN.id(a) for a in AMINO_ACIDS] + [CLS]] = True
+    residues, logps = sample_continuation(model, state, logits.expand(num_samples, -1), max_residues,
+                                          temperature, top_k, top_p, generator, stop_token=CLS,
+                                          allowed=allowed, first_position=1)
     results = []
-    for row in range(num_samples):
-        ids = [int(t) for t in (torch.stack(residues, 1)[row] if residues else [])]
-        seq = PROTEIN.decode(ids[: ids.index(CLS)] if CLS in ids else ids)
-        mean = float(logp_sum[row]) / max(len(seq), 1)
-        results.append((seq, mean, bool(done[row])))
+    for row, logp in zip(residues.tolist(), logps.double()):
+        length = row.index(CLS) if CLS in row else len(row)
+        seq = PROTEIN.decode(row[:length])
+        mean = float(logp[:length].sum()) / max(len(seq), 1)
+        results.append((seq, mean, CLS in row))
     return results
 
 
@@ -189,7 +175,7 @@ def run_family_generation(checkpoint: str | Path, msa: str | Path,
     family = read_family(msa)
     torch.manual_seed(config.seed)
     model = XLSTMLanguageModel.from_pretrained(checkpoint).to(resolve_device(config.device)).eval()
-    if model.config.alphabet != "protein":
+    if vocabulary_for(model.config) is not PROTEIN:
         raise ConfigError(f"--msa needs a protein model, but the checkpoint's alphabet is "
                           f"{model.config.alphabet!r}")
     return generate_family_members(model, family, config)

@@ -23,6 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from bioxlstm.alphabets import Alphabet
+from bioxlstm.classifier import SequenceClassifier
 from bioxlstm.config import TrainConfig, preset
 from bioxlstm.data.labelled import Columns, LabelledData, holdout_split, read_labelled
 from bioxlstm.devices import resolve_device
@@ -30,10 +31,11 @@ from bioxlstm.errors import ConfigError
 from bioxlstm.io import atomic_write, check_output_dir
 from bioxlstm.metrics import classification_metrics
 from bioxlstm.model import XLSTMLanguageModel
-from bioxlstm.tasks.classifier import SequenceClassifier
-from bioxlstm.tasks.inputs import model_alphabet, pad_batch, reverse_complement_rows
+from bioxlstm.pooling import reverse_complement_rows
+from bioxlstm.tasks.inputs import pad_batch
 from bioxlstm.train import build_optimizer, build_scheduler, seed_everything
 from bioxlstm.train_state import versions
+from bioxlstm.vocabulary import vocabulary_for
 
 SELECTION_METRICS = ("accuracy", "mcc")
 CLASSIFIER_DIR = "classifier"
@@ -114,11 +116,12 @@ def finetune(train: str | Path, out_dir: str | Path, config: FinetuneConfig | No
     device = resolve_device(config.device)
     backbone = (XLSTMLanguageModel.from_pretrained(checkpoint) if checkpoint is not None
                 else XLSTMLanguageModel(preset(preset_name)))
-    splits, test_source = _splits(train, test, model_alphabet(backbone.config), columns, config)
+    splits, test_source = _splits(train, test, vocabulary_for(backbone.config, checkpoint), columns, config)
     max_length = config.max_length or backbone.config.context_length - 1
     _truncate(list(splits.values()), max_length)
-    if config.rc_conjoin and model_alphabet(backbone.config).name != "DNA":
-        raise ConfigError("finetune field 'rc_conjoin' needs a DNA model")
+    if config.rc_conjoin and vocabulary_for(backbone.config, checkpoint).complement_ids() is None:
+        raise ConfigError("finetune field 'rc_conjoin' needs a model whose alphabet has a complement "
+                          "(DNA)")
     model = SequenceClassifier(backbone, splits["train"].classes, max_length,
                                config.rc_conjoin).to(device)
     best_epoch, history = _fit(model, splits["train"], splits["valid"], config, device)
@@ -203,7 +206,7 @@ def _train_epoch(model: SequenceClassifier, data: LabelledData, optimizer: torch
         model.backbone.eval()
     order = torch.randperm(len(data), generator=generator).tolist()
     batches = [order[j:j + config.batch_size] for j in range(0, len(order), config.batch_size)]
-    total, alphabet = 0.0, model_alphabet(model.backbone.config)
+    total, alphabet = 0.0, vocabulary_for(model.backbone.config)
     bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", dynamic_ncols=True,
                disable=None if config.progress else True, leave=False)
     for batch in bar:
@@ -231,7 +234,7 @@ def _predict(model: SequenceClassifier, data: LabelledData, config: FinetuneConf
              device: torch.device) -> np.ndarray:
     """Class probabilities (N, K) in eval mode."""
     model.eval()
-    alphabet = model_alphabet(model.backbone.config)
+    alphabet = vocabulary_for(model.backbone.config)
     probs = []
     for j in range(0, len(data), config.batch_size):
         ids, lengths = pad_batch(data.tokens[j:j + config.batch_size], alphabet, device)

@@ -31,6 +31,7 @@ from bioxlstm.extras import require
 from bioxlstm.io import check_output_file
 from bioxlstm.model import XLSTMLanguageModel
 from bioxlstm.tasks.homolog_context import context_tokens, encode_context, expand_state
+from bioxlstm.vocabulary import vocabulary_for
 
 AA_IDS = torch.tensor([PROTEIN.id(a) for a in AMINO_ACIDS])
 
@@ -207,7 +208,7 @@ def run_fitness(checkpoint: str | Path, dms: str | Path, out: str | Path, config
     assay = read_assay(dms, score_column)
     torch.manual_seed(config.seed)
     model = XLSTMLanguageModel.from_pretrained(checkpoint).to(resolve_device(config.device)).eval()
-    if not model.config.rope or model.config.alphabet != "protein":
+    if not model.config.rope or vocabulary_for(model.config) is not PROTEIN:
         raise ConfigError("fitness needs a protein model with rope: true (FIM position ids)")
     result = score_assay(model, wild_type, assay.mutants, family, config, assay.scores)
     write_scores(result, out)

@@ -18,7 +18,7 @@ from bioxlstm.io import atomic_write, check_output_file
 
 # options each kind of generation reads, by request field (the CLI names them --field-name)
 OPTIONS = {
-    "sequence": {"prompt", "alphabet", "num", "length"},
+    "sequence": {"prompt", "num", "length"},
     "family": {"msa", "num_context", "num_samples", "max_residues"},
     "smiles": {"context_smiles", "num_context", "num_samples", "batch_size", "length"},
 }
@@ -31,7 +31,6 @@ class GenerateRequest:
 
     checkpoint: str | Path
     prompt: str | None = None
-    alphabet: str | None = None
     num: int | None = None
     length: int | None = None
     temperature: float = 1.0
@@ -55,7 +54,7 @@ class GenerateRequest:
     def check_applies(self, kind: str, what: str) -> None:
         """Refuse every given option that `kind` of generation does not read."""
         allowed = OPTIONS[kind] | COMMON
-        for name in ("prompt", "alphabet", "num", "length", "num_samples", "batch_size",
+        for name in ("prompt", "num", "length", "num_samples", "batch_size",
                      "context_smiles", "num_context", "msa", "max_residues"):
             if getattr(self, name) not in (None, "") and name not in allowed:
                 raise ConfigError(f"--{name.replace('_', '-')} does not apply to {what}")
@@ -63,11 +62,14 @@ class GenerateRequest:
 
 def run_generate(request: GenerateRequest) -> None:
     """Generate for the request's checkpoint; writes --out or prints to standard output."""
-    from bioxlstm.tasks.pretrain_smiles import is_smiles_checkpoint
+    from bioxlstm.checkpoint import load_config
+    from bioxlstm.smiles import SmilesTokenizer
+    from bioxlstm.vocabulary import vocabulary_for
 
     if request.out is not None:
         check_output_file(request.out, "--out")
-    if is_smiles_checkpoint(request.checkpoint):
+    vocabulary = vocabulary_for(load_config(request.checkpoint), request.checkpoint)
+    if isinstance(vocabulary, SmilesTokenizer):  # molecules: one SMILES a line, RDKit-checked
         request.check_applies("smiles", "a SMILES checkpoint")
         _generate_smiles(request)
     elif request.msa is not None:
@@ -88,16 +90,12 @@ def _emit(text: str, out: str | Path | None, what: str) -> None:
 
 
 def _generate_sequences(request: GenerateRequest) -> None:
-    from bioxlstm.alphabets import get_alphabet
-    from bioxlstm.devices import resolve_device
-    from bioxlstm.model import XLSTMLanguageModel
-    from bioxlstm.tasks.pretrain import SEPARATORS
+    from bioxlstm.tasks.inputs import load_model
 
-    device = resolve_device(request.device)
-    model = XLSTMLanguageModel.from_pretrained(request.checkpoint, map_location=device).eval()
-    alphabet = get_alphabet(request.alphabet or model.config.alphabet or "dna")
-    sep = alphabet.id(SEPARATORS[alphabet.name])
-    prompt = [sep, *alphabet.encode(request.prompt or "", "prompt")]
+    model, alphabet = load_model(request.checkpoint, request.device)
+    device = next(model.parameters()).device
+    sep = alphabet.stop_id
+    prompt = [alphabet.bos_id, *alphabet.encode(request.prompt or "", "prompt")]
     specials = [alphabet.id(t) for t in alphabet.specials if alphabet.id(t) != sep]
     generator = torch.Generator(device).manual_seed(request.seed)
     out = model.generate(torch.tensor([prompt] * request.count, device=device), request.length or 100,

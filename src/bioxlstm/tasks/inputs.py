@@ -14,29 +14,23 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bioxlstm.alphabets import Alphabet, get_alphabet
 from bioxlstm.config import ModelConfig
 from bioxlstm.devices import resolve_device
 from bioxlstm.errors import BioXLSTMError
 from bioxlstm.model import XLSTMLanguageModel
-from bioxlstm.tasks.pretrain import SEPARATORS
-
-PAD_TOKENS = {"DNA": "[PAD]", "protein": "<pad>"}
+from bioxlstm.pooling import base_mask
+from bioxlstm.vocabulary import Vocabulary, vocabulary_for
 
 
 class SequenceTooLongError(BioXLSTMError, ValueError):
     """A sequence is longer than a model that cannot run in pieces may take at once."""
 
 
-def load_model(checkpoint: str | Path, device: str = "auto") -> tuple[XLSTMLanguageModel, Alphabet]:
-    """A checkpoint's model in eval mode on `device`, and the alphabet its config names."""
+def load_model(checkpoint: str | Path, device: str = "auto") -> tuple[XLSTMLanguageModel, Vocabulary]:
+    """A checkpoint's model in eval mode on `device`, and its vocabulary."""
     model = XLSTMLanguageModel.from_pretrained(checkpoint).to(resolve_device(device)).eval()
-    return model, model_alphabet(model.config)
-
-
-def model_alphabet(config: ModelConfig) -> Alphabet:
-    """The alphabet a model config names (DNA when it names none)."""
-    return get_alphabet(config.alphabet or "dna")
+    directory = checkpoint if Path(checkpoint).is_dir() else None
+    return model, vocabulary_for(model.config, directory)
 
 
 def can_run_in_pieces(config: ModelConfig) -> bool:
@@ -44,10 +38,10 @@ def can_run_in_pieces(config: ModelConfig) -> bool:
     return not config.bidirectional and not config.rc_equivariant
 
 
-def pad_batch(sequences: Sequence[Sequence[int] | np.ndarray], alphabet: Alphabet,
+def pad_batch(sequences: Sequence[Sequence[int] | np.ndarray], vocabulary: Vocabulary,
               device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
-    """(B, S) ids of `[separator] + sequence` per row, right-padded, and each row's length."""
-    sep, pad = alphabet.id(SEPARATORS[alphabet.name]), alphabet.id(PAD_TOKENS[alphabet.name])
+    """(B, S) ids of `[bos] + sequence` per row, right-padded, and each row's length."""
+    sep, pad = vocabulary.bos_id, vocabulary.pad_id
     lengths = torch.tensor([len(s) + 1 for s in sequences], dtype=torch.long)
     ids = torch.full((len(sequences), int(lengths.max())), pad, dtype=torch.long)
     ids[:, 0] = sep
@@ -71,25 +65,6 @@ def length_batches(lengths: Sequence[int], batch_size: int, chunk_tokens: int) -
         else:
             batches.append([j])
     return batches
-
-
-def base_mask(lengths: Tensor, start: int, width: int) -> Tensor:
-    """(B, width) bool: which of positions start..start+width-1 hold bases (1 <= t < length)."""
-    t = torch.arange(start, start + width, device=lengths.device).unsqueeze(0)
-    return (t >= 1) & (t < lengths.unsqueeze(1))
-
-
-def reverse_complement_rows(ids: Tensor, lengths: Tensor) -> Tensor:
-    """RC of the bases of `[separator] + bases` rows (B, S), the separator kept in front."""
-    from bioxlstm.rc import reverse_complement
-
-    return torch.cat([ids[:, :1], reverse_complement(ids[:, 1:], (lengths - 1).clamp(min=1))], dim=1)
-
-
-def mean_pool(hidden: Tensor, lengths: Tensor) -> Tensor:
-    """Mean of hidden (B, S, d) over each row's bases; differentiable, for fine-tuning."""
-    mask = base_mask(lengths, 0, hidden.shape[1]).unsqueeze(-1).to(hidden.dtype)
-    return (hidden * mask).sum(1) / (lengths - 1).clamp(min=1).unsqueeze(1).to(hidden.dtype)
 
 
 def hidden_pieces(model: XLSTMLanguageModel, ids: Tensor, lengths: Tensor,

@@ -100,13 +100,13 @@ def sample_smiles(
     picker = torch.Generator().manual_seed(config.seed)
     window = model.config.context_length
     if context is None:
-        stop = tokenizer.end_id
+        stop = tokenizer.eos_id
         max_new = config.max_tokens or max(1, window - 2)
-        suppress = [tokenizer.pad_id, tokenizer.beg_id, tokenizer.unk_id]
+        suppress = [tokenizer.pad_id, tokenizer.bos_id, tokenizer.unk_id]
     else:
         stop = tokenizer.separator_id
         max_new = config.max_tokens or 150
-        suppress = [tokenizer.pad_id, tokenizer.beg_id, tokenizer.unk_id, tokenizer.end_id]
+        suppress = [tokenizer.pad_id, tokenizer.bos_id, tokenizer.unk_id, tokenizer.eos_id]
         if window - max_new < 2:
             raise ConfigError(f"max_tokens={max_new} leaves no room for context in the model's "
                               f"{window}-token window")
@@ -116,7 +116,7 @@ def sample_smiles(
     try:
         while len(out) < config.num_samples:
             rows = min(config.batch_size, config.num_samples - len(out))
-            prompt = [tokenizer.beg_id] if context is None else _context_prompt(
+            prompt = [tokenizer.bos_id] if context is None else _context_prompt(
                 tokenizer, context, config.num_context, window - max_new, picker)
             ids = torch.tensor([prompt] * rows, device=device)
             new = model.generate(ids, max_new, config.temperature, config.top_k, config.top_p,

@@ -8,24 +8,21 @@ from pathlib import Path
 
 import torch
 
-from bioxlstm.alphabets import Alphabet, get_alphabet
+from bioxlstm.alphabets import DNA, Alphabet, get_alphabet
 from bioxlstm.config import ModelConfig, TrainConfig
-from bioxlstm.data.batches import TokenWindows, eval_batches, record_positions
+from bioxlstm.data.batches import TokenWindows, eval_batches, record_positions, target_labels
 from bioxlstm.data.fasta import read_fasta
 from bioxlstm.data.genome import Genome
 from bioxlstm.data.genome_windows import GenomeWindows, WindowConfig, genome_eval_batches
 from bioxlstm.data.intervals import Interval, chromosome_intervals, read_intervals
-from bioxlstm.data.masking import clm_labels
 from bioxlstm.errors import ConfigError
 from bioxlstm.model import XLSTMLanguageModel
 from bioxlstm.train import Trainer
 
-SEPARATORS = {"DNA": "[SEP]", "protein": "<cls>"}
-
 
 def fasta_tokens(path: str | Path, alphabet: Alphabet) -> torch.Tensor:
-    """All records of a FASTA file as one id stream, each record preceded by a separator."""
-    sep = alphabet.id(SEPARATORS[alphabet.name])
+    """All records of a FASTA file as one id stream, each record preceded by the alphabet's bos."""
+    sep = alphabet.bos_id
     ids: list[int] = []
     for name, seq in read_fasta(path):
         ids.append(sep)
@@ -64,11 +61,11 @@ def pretrain_fasta(
     train, valid = split_tokens(tokens, valid_fraction, seq_len)
     train_pos = valid_pos = None
     if model_config.rope:
-        positions = record_positions(tokens, alphabet.id(SEPARATORS[alphabet.name]))
+        positions = record_positions(tokens, alphabet.bos_id)
         train_pos, valid_pos = positions[:len(train)], positions[len(train):]
     torch.manual_seed(train_config.seed)
     model = XLSTMLanguageModel(model_config)
-    labels = clm_labels if alphabet.name == "DNA" else None  # N and specials are never targets
+    labels = target_labels(alphabet)  # e.g. DNA's N is read but never a target
     source = TokenWindows(train, seq_len, train_config.batch_size, seed=train_config.seed,
                           positions=train_pos, labels=labels)
     valid_batches = functools.partial(eval_batches, valid, seq_len, train_config.batch_size,
@@ -115,7 +112,7 @@ def pretrain_genome(
     Validation uses fixed consecutive windows of the valid split; the model lands in
     run_dir/checkpoint and the run resumes exactly with resume=True.
     """
-    _check_alphabet(model_config, "dna")
+    _check_alphabet(model_config, DNA)
     if windows.objective == "clm" and (model_config.bidirectional or model_config.rc_equivariant):
         kind = "bidirectional" if model_config.bidirectional else "RC-equivariant"
         raise ConfigError(f"a {kind} model sees the tokens it would predict under the causal "
@@ -135,14 +132,15 @@ def pretrain_genome(
     return trainer
 
 
-def _check_alphabet(model_config: ModelConfig, required: str | None = None) -> Alphabet:
-    """The config's alphabet, which must be set, match vocab_size and (if given) be `required`."""
+def _check_alphabet(model_config: ModelConfig, required: Alphabet | None = None) -> Alphabet:
+    """The config's fixed alphabet, which must match vocab_size and (if given) be the one the data
+    is written in."""
     if model_config.alphabet is None:
         raise ConfigError("config field 'alphabet' must name the alphabet to train on")
     alphabet = get_alphabet(model_config.alphabet)
-    if required is not None and alphabet.name.lower() != required:
+    if required is not None and alphabet is not required:
         raise ConfigError(f"config field 'alphabet' is {model_config.alphabet!r}; this data needs "
-                          f"{required!r}")
+                          f"{required.name.lower()!r}")
     if model_config.vocab_size != len(alphabet):
         raise ConfigError(f"config field 'vocab_size' is {model_config.vocab_size} but the "
                           f"{alphabet.name} alphabet has {len(alphabet)} tokens")

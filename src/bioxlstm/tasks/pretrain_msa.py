@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from bioxlstm.alphabets import PROTEIN
 from bioxlstm.config import ModelConfig, TrainConfig
 from bioxlstm.data.families import FamilyContexts, FamilySample, evaluate_families, family_eval_samples
 from bioxlstm.data.fim import FIMConfig
@@ -83,7 +84,7 @@ def pretrain_msa(
 ) -> FamilyTrainer:
     """Train a protein model on family contexts of a directory of MSAs; writes families.json with
     the split, metrics.jsonl, run.json and checkpoint/ into run_dir."""
-    _check_alphabet(model_config, "protein")
+    _check_alphabet(model_config, PROTEIN)
     if not model_config.rope:
         raise ConfigError("homology-aware training needs rope: true (position ids restart per "
                           "sequence and only rotary embeddings read them)")

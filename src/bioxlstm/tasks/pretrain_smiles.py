@@ -30,8 +30,6 @@ from bioxlstm.run_dir import newest_checkpoint
 from bioxlstm.smiles import TOKENIZER_FILE, SmilesTokenizer
 from bioxlstm.train import Trainer
 
-SMILES_ALPHABET = "smiles"
-
 
 def report(line: str) -> None:
     """A one-line progress note on standard error (summaries of what was skipped)."""
@@ -108,7 +106,7 @@ def pretrain_smiles(
     if not molecules:
         raise ConfigError(f"{data.path}: no valid SMILES to train on")
     tokenizer = _tokenizer(run_dir, molecules, resume)
-    model_config = ModelConfig.from_dict({**model_config.to_dict(), "alphabet": SMILES_ALPHABET,
+    model_config = ModelConfig.from_dict({**model_config.to_dict(), "alphabet": SmilesTokenizer.name,
                                           "vocab_size": len(tokenizer)})
     cfg = train_config
     if cfg.eval_every == 0:
@@ -146,7 +144,7 @@ def load_smiles_model(checkpoint: str | Path, device: str | torch.device = "cpu"
                       ) -> tuple[XLSTMLanguageModel, SmilesTokenizer]:
     """A SMILES checkpoint's model in eval mode and its tokenizer (sizes checked against each other)."""
     model = XLSTMLanguageModel.from_pretrained(checkpoint, map_location=device).eval()
-    if model.config.alphabet != SMILES_ALPHABET:
+    if model.config.alphabet != SmilesTokenizer.name:
         raise CheckpointError(f"{checkpoint}: a {model.config.alphabet or 'dna'} model, not a SMILES "
                               f"model")
     tokenizer = SmilesTokenizer.load(checkpoint)
@@ -154,10 +152,3 @@ def load_smiles_model(checkpoint: str | Path, device: str | torch.device = "cpu"
         raise CheckpointError(f"{checkpoint}: tokenizer.json has {len(tokenizer)} tokens but the "
                               f"model's vocab_size is {model.config.vocab_size}")
     return model, tokenizer
-
-
-def is_smiles_checkpoint(checkpoint: str | Path) -> bool:
-    """Whether a checkpoint directory holds a SMILES model (its config names the smiles alphabet)."""
-    from bioxlstm.checkpoint import load_config
-
-    return load_config(checkpoint).alphabet == SMILES_ALPHABET

@@ -28,7 +28,7 @@ from bioxlstm.data.genome import Genome
 from bioxlstm.errors import BioXLSTMError, ConfigError
 from bioxlstm.io import atomic_write, check_output_file
 from bioxlstm.model import XLSTMLanguageModel
-from bioxlstm.rc import reverse_complement
+from bioxlstm.strands import reverse_complement
 from bioxlstm.tasks.inputs import can_run_in_pieces, length_batches, load_model, pad_batch
 from bioxlstm.tasks.variants import VariantCheck, check_variant, read_variant_table
 
@@ -100,9 +100,9 @@ def score_variants(table: str | Path, genome: str | Path, checkpoint: str | Path
     config = config or ScoreConfig()
     _check_out(out)
     model, alphabet = _causal_model(checkpoint, config.device)
-    if alphabet.name != "DNA":
-        raise ScoreModelError(f"{checkpoint}: variant scoring needs a DNA model, this one is "
-                              f"{alphabet.name}")
+    if alphabet.complement_ids() is None:
+        raise ScoreModelError(f"{checkpoint}: variant scoring reads both strands and needs a DNA "
+                              f"model; this one is a {alphabet.name} model")
     variants = read_variant_table(table)
     reference = Genome(genome)
     try:

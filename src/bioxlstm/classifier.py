@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from bioxlstm.errors import CheckpointError
 from bioxlstm.io import atomic_write
 from bioxlstm.model import XLSTMLanguageModel
-from bioxlstm.tasks.inputs import mean_pool, reverse_complement_rows
+from bioxlstm.pooling import mean_pool, reverse_complement_rows
 
 HEAD_FILE = "head.safetensors"
 CLASSIFIER_FILE = "classifier.json"
