@@ -42,11 +42,11 @@ def no_context_samples(model, tokenizer, n: int, batch_size: int, max_tokens: in
     """Molecules the in-context model writes first, from [BEG] alone (ended by '.')."""
     generator = torch.Generator().manual_seed(seed)
     stop = tokenizer.separator_id
-    suppress = [tokenizer.pad_id, tokenizer.beg_id, tokenizer.unk_id, tokenizer.end_id]
+    suppress = [tokenizer.pad_id, tokenizer.bos_id, tokenizer.unk_id, tokenizer.eos_id]
     out = []
     while len(out) < n:
         rows = min(batch_size, n - len(out))
-        ids = torch.full((rows, 1), tokenizer.beg_id)
+        ids = torch.full((rows, 1), tokenizer.bos_id)
         new = model.generate(ids, max_tokens, 1.0, None, None, generator, stop, suppress)[:, 1:]
         out.extend(tokenizer.decode(r[: r.index(stop)] if stop in r else r) for r in new.tolist())
     return out
