@@ -1,6 +1,6 @@
 """Does a context of molecules from an unseen domain pull generation towards that domain?
 
-The 50 bundled domains (data/chem/icst_domains_50.txt.gz) are split by line: the first
+The 50 bundled domains (bioxlstm.datasets "icst_domains_50") are split by line: the first
 `--train-domains` train a small in-context Chem-xLSTM (rows of one domain's molecules in random
 order), the last `--eval-domains` are never seen in training. Each evaluation domain is split in
 half: a context pool and a reference half. Per domain, with the same number of molecules each, we
@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bioxlstm import datasets
 from bioxlstm.config import TrainConfig, preset
 from bioxlstm.data.smiles import read_domains, valid_smiles
 from bioxlstm.molecule_metrics import canonical_set, molecule_metrics
@@ -33,7 +34,7 @@ from bioxlstm.tasks.molecule_generation import GenerationConfig, read_context, s
 from bioxlstm.tasks.pretrain_smiles import SmilesData, load_smiles_model, pretrain_smiles
 from bioxlstm.train import seed_everything
 
-DOMAINS = Path(__file__).resolve().parents[1] / "data" / "chem" / "icst_domains_50.txt.gz"
+DOMAINS = datasets.path("icst_domains_50")
 CONDITIONS = ("icl", "no-context", "train", "pool")
 
 

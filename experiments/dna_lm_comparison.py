@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from bioxlstm import datasets
 from bioxlstm.baselines.transformer import TransformerLanguageModel, transformer_like
 from bioxlstm.config import preset
 from bioxlstm.data.genome_windows import GenomeWindows, WindowConfig, genome_eval_batches
@@ -25,7 +26,7 @@ from bioxlstm.model import XLSTMLanguageModel
 from bioxlstm.tasks.pretrain import GenomeData
 from bioxlstm.train import TrainConfig, Trainer, seed_everything
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "dna" / "human"
+DATA = datasets.path("human_demo_genome").parent
 GENOME = GenomeData(DATA / "human_demo_genome.fa.bgz", DATA / "human_demo_intervals.bed")
 
 

@@ -1,7 +1,8 @@
 """A small Prot-xLSTM on the bundled families: does homolog context help, and does it score variants?
 
-1. Pretrain a tiny homology-aware model (FIM, per-sequence position ids) on the families of
-   data/protein/families, split by family (families.json in the run directory).
+1. Pretrain a tiny homology-aware model (FIM, per-sequence position ids) on the bundled protein
+   families (bioxlstm.datasets "protein_families"), split by family (families.json in the run
+   directory).
 2. Perplexity of members of the held-out test families as a function of the number of homologs
    in context (0, 1, 10, 100, ...), the same targets and seeded contexts for every count.
 3. Fitness Spearman on Pab1 (with the Pfam RRM_1 seed as homologs, and with zero context) and on
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from bioxlstm import datasets
 from bioxlstm.config import TrainConfig, preset
 from bioxlstm.data.dms import read_assay
 from bioxlstm.data.fasta import read_fasta
@@ -34,7 +36,7 @@ from bioxlstm.tasks.homolog_context import target_log_likelihood
 from bioxlstm.tasks.pretrain_msa import pretrain_msa
 from bioxlstm.train import seed_everything
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "protein"
+DATA = datasets.path("protein_families").parent
 
 
 def train(out: Path, steps: int, max_tokens: int, d_model: int, blocks: int) -> XLSTMLanguageModel:

@@ -1,13 +1,13 @@
 """SMILES tokenizer: exact round trip on every bundled molecule, token boundaries, vocabulary files."""
 
-from pathlib import Path
 
 import pytest
 
+from bioxlstm import datasets
 from bioxlstm.data.smiles import read_domains, read_smiles
 from bioxlstm.smiles import SPECIALS, SmilesTokenizer, SmilesVocabularyError, split_smiles
 
-CHEM = Path(__file__).resolve().parents[1] / "data" / "chem"
+CHEM = datasets.path("chembl_train_10k").parent
 
 
 def bundled_molecules():

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from bioxlstm import XLSTMLanguageModel, preset
+from bioxlstm import XLSTMLanguageModel, datasets, preset
 from bioxlstm.cli import main
 
 
@@ -52,8 +52,8 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     assert "position 5" in capsys.readouterr().err
 
 
-GENOME = "data/dna/human/human_demo_genome.fa.bgz"
-INTERVALS = "data/dna/human/human_demo_intervals.bed"
+GENOME = str(datasets.path("human_demo_genome"))
+INTERVALS = str(datasets.path("human_demo_intervals"))
 
 
 def test_pretrain_on_a_genome_with_mlm_and_resume(tmp_path):

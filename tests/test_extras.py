@@ -6,10 +6,11 @@ import sys
 
 import pytest
 
+from bioxlstm import datasets
 from bioxlstm.cli import main
 from bioxlstm.extras import MissingExtraError, require
 
-GENOME = "data/dna/human/human_demo_genome.fa.bgz"
+GENOME = str(datasets.path("human_demo_genome"))
 
 
 def test_require_imports_or_names_the_extra(monkeypatch):
@@ -24,7 +25,7 @@ def test_require_imports_or_names_the_extra(monkeypatch):
     ("pyfaidx", "dna", ["pretrain", "--preset", "tiny-mlstm", "--genome", GENOME, "--valid-chroms",
                         "chr22", "--steps", "1"]),
     ("rdkit", "chem", ["pretrain", "--preset", "tiny-chem-xlstm", "--smiles",
-                       "data/chem/chembl_valid_2k.smi.gz", "--steps", "1"]),
+                       str(datasets.path("chembl_valid_2k")), "--steps", "1"]),
     ("matplotlib", "plot", ["plot", "RUN"]),
 ])
 def test_a_command_without_its_extra_fails_in_one_line(tmp_path, monkeypatch, capsys, module, extra,

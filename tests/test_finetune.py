@@ -2,13 +2,12 @@
 
 import csv
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from bioxlstm import XLSTMLanguageModel, preset
+from bioxlstm import XLSTMLanguageModel, datasets, preset
 from bioxlstm.alphabets import DNA
 from bioxlstm.classifier import SequenceClassifier, load_classifier
 from bioxlstm.cli import main
@@ -18,7 +17,7 @@ from bioxlstm.strands import reverse_complement
 from bioxlstm.tasks.finetune import FinetuneConfig, finetune
 from bioxlstm.tasks.inputs import pad_batch
 
-PROMOTERS = Path(__file__).resolve().parents[1] / "data" / "dna" / "human" / "promoter_core_4000.csv"
+PROMOTERS = datasets.path("promoter_core")
 FAST = dict(batch_size=16, progress=False, device="cpu")
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bioxlstm import XLSTMLanguageModel, preset
+from bioxlstm import XLSTMLanguageModel, datasets, preset
 from bioxlstm.alphabets import DNA, encode_dna
 from bioxlstm.data.fasta import read_fasta
 from bioxlstm.data.genome import Genome, GenomeError
@@ -27,7 +27,7 @@ from bioxlstm.errors import BioXLSTMError, ConfigError
 from bioxlstm.strands import reverse_complement
 from bioxlstm.train import TrainConfig, Trainer
 
-HUMAN = Path(__file__).resolve().parents[1] / "data/dna/human"
+HUMAN = datasets.path("human_demo_genome").parent
 FASTA = HUMAN / "human_demo_genome.fa.bgz"
 BED = HUMAN / "human_demo_intervals.bed"
 CHR22 = "chr22_32000001_32300000"

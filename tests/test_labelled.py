@@ -1,15 +1,15 @@
 """Labelled sequences from CSV/TSV/FASTA, their errors, and the seeded stratified hold-out split."""
 
 import gzip
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from bioxlstm import datasets
 from bioxlstm.alphabets import DNA
 from bioxlstm.data.labelled import Columns, LabelledDataError, holdout_split, read_labelled
 
-HUMAN = Path(__file__).resolve().parents[1] / "data" / "dna" / "human"
+HUMAN = datasets.path("human_demo_genome").parent
 
 
 def test_reads_bundled_genomic_benchmarks_csv_gz():

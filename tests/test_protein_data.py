@@ -1,12 +1,11 @@
 """Protein families: readers, FIM layout and position ids, family contexts, resumable source."""
 
 import gzip
-from pathlib import Path
 
 import pytest
 import torch
 
-from bioxlstm import XLSTMLanguageModel, preset
+from bioxlstm import XLSTMLanguageModel, datasets, preset
 from bioxlstm.alphabets import PROTEIN
 from bioxlstm.data.families import (
     FamilyContexts,
@@ -19,7 +18,7 @@ from bioxlstm.data.fim import CLS, EOS, MASKS, FIMConfig, FIMError, fim_sequence
 from bioxlstm.data.msa import MSAError, family_paths, read_family, read_msa_dir
 from bioxlstm.tasks.pretrain_msa import split_families
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "protein"
+DATA = datasets.path("protein_families").parent
 
 
 @pytest.fixture

@@ -1,19 +1,18 @@
 """Family-conditioned generation: recurrent sampling equals one-shot decoding, judging, the CLI."""
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
-from bioxlstm import XLSTMLanguageModel, preset
+from bioxlstm import XLSTMLanguageModel, datasets, preset
 from bioxlstm.alphabets import PROTEIN
 from bioxlstm.cli import main
 from bioxlstm.data.fim import CLS
 from bioxlstm.data.msa import AMINO_ACIDS, read_family
 from bioxlstm.tasks.family_generation import hmmer_scores, nearest_member, sample_members
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "protein"
+DATA = datasets.path("protein_families").parent
 CONTEXT = ["MKTAYIAKQRQISFVKSH", "MKTAWIAKQRQLSFV"]
 
 

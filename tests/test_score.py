@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from bioxlstm import XLSTMLanguageModel, preset
+from bioxlstm import XLSTMLanguageModel, datasets, preset
 from bioxlstm.alphabets import DNA
 from bioxlstm.cli import main
 from bioxlstm.data.genome import Genome
 from bioxlstm.tasks.score import ScoreConfig, ScoreModelError, score_fasta, score_variants
 from bioxlstm.tasks.variants import VariantTableError
 
-GENOME = Path(__file__).resolve().parents[1] / "data" / "dna" / "human" / "human_demo_genome.fa.bgz"
+GENOME = datasets.path("human_demo_genome")
 CHR = "chr22_32000001_32300000"
 CFG = dict(progress=False, device="cpu")
 

@@ -6,6 +6,7 @@ training run stopped by Ctrl-C or SIGTERM saves a checkpoint and prints the comm
 
 from __future__ import annotations
 
+import os
 import shlex
 import signal
 import sys
@@ -51,4 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bioxlstm: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`... | head`): stop quietly, as a shell tool does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     return 0

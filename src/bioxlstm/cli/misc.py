@@ -15,6 +15,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_presets)
 
     p = sub.add_parser(
+        "datasets", help="list the bundled sample data, or print one data set's path",
+        description="The small real data sets that ship with bioxlstm (genomes, promoters, protein "
+                    "families and assays, molecules), with what each is and its license; each "
+                    "folder's PROVENANCE.md says exactly where a file came from. With NAME, print "
+                    "that data set's path, e.g. --genome \"$(bioxlstm datasets human_demo_genome)\".")
+    p.add_argument("name", nargs="?", help="a data set's name: print its path")
+    p.set_defaults(func=run_datasets)
+
+    p = sub.add_parser(
         "kernels", help="build the optional CPU kernels now and say which are available",
         description="Compile (or load from torch's cache) every optional C++ CPU kernel: the mLSTM "
                     "cell, input side and output gate, the sLSTM scan and input side, the GELU gate "
@@ -51,7 +60,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "(held-out chr22 window for validation), compare with k-mer "
                                    "baselines, fine-tune on promoter sequences, generate.")
     p.add_argument("--run-dir", default="runs/demo", help="output directory (default runs/demo)")
-    p.add_argument("--steps", type=POSITIVE, default=300, help="optimiser steps (default 300)")
+    p.add_argument("--steps", type=POSITIVE, help="optimiser steps (default 300; --quick: 2)")
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke test of the whole tour in about a minute: 2 steps, 48 fine-tuning "
+                        "rows and 1 epoch (the numbers mean nothing)")
     add_seed(p)
     p.set_defaults(func=run_demo)
 
@@ -60,6 +72,17 @@ def run_presets(args: argparse.Namespace) -> None:
     from bioxlstm.tasks.presets import presets_table
 
     print(presets_table())
+
+
+def run_datasets(args: argparse.Namespace) -> None:
+    from bioxlstm import datasets
+
+    if args.name is not None:
+        print(datasets.path(args.name))
+        return
+    for entry in datasets.list():
+        print(f"{entry.name:<26}{entry.description}\n{'':<26}license: {entry.license}; "
+              f"provenance: {entry.provenance}")
 
 
 def run_kernels(args: argparse.Namespace) -> None:
@@ -98,4 +121,7 @@ def run_plot(args: argparse.Namespace) -> None:
 def run_demo(args: argparse.Namespace) -> None:
     from bioxlstm.tasks.demo import run_demo
 
-    run_demo(args.run_dir, args.steps, seed=args.seed)
+    if args.quick:
+        run_demo(args.run_dir, args.steps or 2, seed=args.seed, finetune_rows=(48, 32), epochs=1)
+    else:
+        run_demo(args.run_dir, args.steps or 300, seed=args.seed)

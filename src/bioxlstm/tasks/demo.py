@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from bioxlstm import datasets
 from bioxlstm.alphabets import DNA, encode_dna
 from bioxlstm.baselines.kmer import KmerModel
 from bioxlstm.config import ModelConfig, preset
@@ -27,9 +28,8 @@ from bioxlstm.tasks.finetune import FinetuneConfig, finetune
 from bioxlstm.tasks.pretrain import GenomeData, pretrain_genome
 from bioxlstm.train import TrainConfig
 
-HUMAN = Path(__file__).resolve().parents[3] / "data" / "dna" / "human"
-GENOME = GenomeData(HUMAN / "human_demo_genome.fa.bgz", HUMAN / "human_demo_intervals.bed")
-PROMOTERS = HUMAN / "human_nontata_promoters_test.csv.gz"
+GENOME = GenomeData(datasets.path("human_demo_genome"), datasets.path("human_demo_intervals"))
+PROMOTERS = datasets.path("human_nontata_promoters")
 SEQ_LEN = 257  # [SEP] + 256 bases
 BATCH = 16
 
