@@ -85,3 +85,19 @@ def test_kmer_model_learns_a_periodic_sequence():
 def test_a_character_that_uppercases_to_two_is_refused_at_its_position():
     with pytest.raises(AlphabetError, match="position 2: character 'ß'"):
         DNA.encode("AßC")
+
+
+def test_kmer_model_counts_bases_only_and_reaches_high_orders():
+    from bioxlstm.alphabets import encode_dna
+
+    rng = torch.Generator().manual_seed(0)
+    motif = "".join("ACGT"[j] for j in torch.randint(0, 4, (12,), generator=rng))
+    text = "".join(motif if j % 3 else "N" + motif for j in range(400))
+    tokens = encode_dna(text)
+    bases = [DNA.id(b) for b in "ACGT"]
+    for k in (0, 6, 8, 10):
+        assert KmerModel(k, bases).fit(tokens).nll(tokens) <= math.log(4) + 1e-9
+    # an order-10 model predicts the 12-base motif almost perfectly, N positions are skipped
+    assert KmerModel(10, bases).fit(tokens).nll(tokens) < 0.01
+    with pytest.raises(ValueError, match="symbols in a row"):
+        KmerModel(3, bases).fit(tokens).nll(encode_dna("ACNNAC"))

@@ -141,3 +141,24 @@ def test_fitness_cli_zero_context_and_with_msa(tmp_path, model, capsys):
     bad.write_text("mutant,score\nK2A,1\n")
     assert main(["fitness", str(ckpt), "--dms", str(bad), "--wt", WT, "--out", str(out)]) == 2
     assert "no score column" in capsys.readouterr().err
+
+
+def test_synonymous_and_unmeasured_rows_are_scored_but_left_out_of_the_correlation(tmp_path, model,
+                                                                                   capsys):
+    ckpt = tmp_path / "ckpt"
+    model.save_pretrained(ckpt)
+    dms = tmp_path / "dms.csv"
+    dms.write_text("mutant,DMS_score\nK2A,0.1\nS13W,-0.5\nT3V,0.3\nA4G,-0.2\nK2K,5\nT3A,NA\nA4V,\n")
+    out = tmp_path / "scores.csv"
+    assert main(["fitness", str(ckpt), "--dms", str(dms), "--wt", WT, "--out", str(out),
+                 "--device", "cpu"]) == 0
+    summary = capsys.readouterr().out
+    assert "scored 7 of 7 variants; Spearman" in summary and "over 4 of them" in summary
+    assert "(1 synonymous and 2 without a measurement scored but left out)" in summary
+    rows = {line.split(",")[0]: line.split(",") for line in out.read_text().splitlines()[1:]}
+    assert rows["K2K"][2:4] == ["0.000000", "synonymous"] and rows["T3A"][3] == "ok"
+    assert rows["T3A"][2] and rows["A4V"][2]  # unmeasured rows still get a score
+    with_syn = tmp_path / "with.csv"
+    assert main(["fitness", str(ckpt), "--dms", str(dms), "--wt", WT, "--out", str(with_syn),
+                 "--device", "cpu", "--include-synonymous"]) == 0
+    assert "over 5 of them" in capsys.readouterr().out

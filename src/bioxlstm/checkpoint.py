@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -17,19 +18,27 @@ from torch import nn
 from bioxlstm.config import ModelConfig
 from bioxlstm.errors import CheckpointError
 from bioxlstm.io import atomic_write
+from bioxlstm.model_card import model_card
 from bioxlstm.smiles import TOKENIZER_FILE
 from bioxlstm.version import __version__
 from bioxlstm.vocabulary import vocabulary_file
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-META_KEYS = ("model_type", "bioxlstm_version")
+CARD_FILE = "README.md"
+HEADS_KEY = "trained_heads"
+META_KEYS = ("model_type", "bioxlstm_version", HEADS_KEY)
 
 
-def save_pretrained(model: nn.Module, directory: str | Path) -> Path:
-    """Write the model's config, weights and (for a fixed alphabet) vocabulary into `directory`."""
+def save_pretrained(model: nn.Module, directory: str | Path, heads: tuple[str, ...] = ("lm",),
+                    training: dict[str, Any] | None = None) -> Path:
+    """Write the model's config, weights, (for a fixed alphabet) vocabulary and model card.
+
+    `heads` records which output heads were trained with these weights ("lm", "classifier"), so
+    commands that read the language-model head can refuse a classifier's backbone.
+    """
     directory = Path(directory)
-    config = {"model_type": "bioxlstm", "bioxlstm_version": __version__,
+    config = {"model_type": "bioxlstm", "bioxlstm_version": __version__, HEADS_KEY: list(heads),
               **model.config.to_dict()}
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write(directory / WEIGHTS_FILE,
@@ -38,7 +47,24 @@ def save_pretrained(model: nn.Module, directory: str | Path) -> Path:
                  lambda p: p.write_text(json.dumps(config, indent=2, sort_keys=True)))
     for name, text in vocabulary_file(model.config).items():
         atomic_write(directory / name, lambda p, text=text: p.write_text(text))
+    parameters = sum(t.numel() for t in tensors.values())
+    card = model_card(model.config, parameters, tuple(heads), training)
+    atomic_write(directory / CARD_FILE, lambda p: p.write_text(card))
     return directory
+
+
+def require_lm_head(directory: str | Path, what: str) -> None:
+    """Refuse a checkpoint whose language-model head was not trained with its weights (a
+    fine-tuned classifier's backbone), for `what` needs the model's next-token predictions."""
+    path = Path(directory) / CONFIG_FILE
+    try:
+        heads = json.loads(path.read_text()).get(HEADS_KEY, ["lm"])
+    except (OSError, ValueError, AttributeError):
+        return  # load_config reports an unreadable config
+    if "lm" not in heads:
+        raise CheckpointError(f"{directory} holds a fine-tuned {', '.join(heads)}: its language-model "
+                              f"head was not trained with these weights, so {what} would be "
+                              f"meaningless; use the language-model checkpoint it was fine-tuned from")
 
 
 def load_config(directory: str | Path) -> ModelConfig:

@@ -16,6 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from bioxlstm.checkpoint import save_pretrained
 from bioxlstm.errors import CheckpointError
 from bioxlstm.io import atomic_write
 from bioxlstm.model import XLSTMLanguageModel
@@ -56,7 +57,7 @@ class SequenceClassifier(nn.Module):
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write backbone, head and class names into `directory`."""
         directory = Path(directory)
-        self.backbone.save_pretrained(directory)
+        save_pretrained(self.backbone, directory, heads=("classifier",))
         head = {k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}
         atomic_write(directory / HEAD_FILE, lambda p: save_file(head, str(p)))
         info = {"classes": self.classes, "max_length": self.max_length, "pooling": "mean",

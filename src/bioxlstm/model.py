@@ -222,7 +222,7 @@ class XLSTMLanguageModel(
             logp = logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
             positions = torch.arange(start + 1, start + 1 + targets.shape[1], device=input_ids.device)
             valid = positions.unsqueeze(0) < lengths.unsqueeze(1)
-            total += (logp * valid).sum(1).double()
+            total += (logp.double() * valid).sum(1)  # float64: differences of long sums stay exact
         return total
 
     @torch.no_grad()
@@ -361,8 +361,12 @@ def token_cross_entropy(logits: Tensor, targets: Tensor, reduction: str = "mean"
 
 
 def _is_path(source: str) -> bool:
-    """A string that can only be a file system path, never a Hub id ("name" or "owner/name")."""
-    return os.path.isabs(source) or source.startswith((".", "~")) or source.count("/") > 1
+    """Whether a checkpoint argument names a local path rather than a Hub id ("owner/name"):
+    absolute or relative ('.', '~'), more than one '/', or its first folder exists here (so a
+    mistyped `runs/x` fails at once instead of being looked up on the Hub)."""
+    if os.path.isabs(source) or source.startswith((".", "~")) or source.count("/") > 1:
+        return True
+    return "/" in source and os.path.isdir(source.split("/")[0])
 
 
 def _lengths(lengths: Tensor | None, B: int, S: int, device: torch.device) -> Tensor:

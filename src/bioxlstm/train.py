@@ -12,6 +12,7 @@ import itertools
 import json
 import math
 import random
+import shlex
 import signal
 import sys
 import threading
@@ -240,6 +241,7 @@ class Trainer:
         self.bad_steps = 0
         self.checkpoint_files = dict(checkpoint_files or {})
         self._stop_signal: str | None = None
+        self._last_valid: tuple[float | None, int] = (None, 0)
         self._stop = self._save_due = False
         self._last_save = time.monotonic()
         self._board = _tensorboard_writer(self.run_dir) if config.tensorboard and self.dist.is_main \
@@ -350,6 +352,7 @@ class Trainer:
         record = {"step": self.step, **window.summary(), "lr": lr}
         if evaluate:
             record.update(self.evaluate())
+            self._last_valid = (record["valid_loss"], self.step)
         self._log(record)
         bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}",
                         refresh=False)
@@ -494,13 +497,23 @@ class Trainer:
 
     def _fill_checkpoint(self, directory: Path, weights: dict[str, Tensor] | None,
                          state: dict[str, Any]) -> None:
-        if weights is None:
+        if not hasattr(self.model, "config"):  # a model with a checkpoint format of its own
             self.model.save_pretrained(directory)
         else:
-            save_pretrained(_Weights(self.model.config, weights), directory)
+            model = self.model if weights is None else _Weights(self.model.config, weights)
+            save_pretrained(model, directory, training=self._card_facts())
         for name, text in self.checkpoint_files.items():
             atomic_write(directory / name, lambda p, text=text: p.write_text(text))
         save_state(directory, state)
+
+    def _card_facts(self) -> dict[str, Any]:
+        """What the checkpoint's model card says about its training."""
+        describe = getattr(self.train_data, "describe", None)
+        data = describe() if describe is not None else {}
+        facts = ", ".join(f"{k} {v}" for k, v in data.items() if isinstance(v, (str, int, float)))
+        valid_loss, valid_step = self._last_valid
+        return {"step": self.step, "tokens": self.tokens_seen, "data": facts, "command": _command(),
+                "valid_loss": valid_loss, "valid_step": valid_step}
 
     def load_checkpoint(self, path: str | Path) -> None:
         """Restore weights, optimiser, scheduler, data position and RNG states from `path`,
@@ -622,6 +635,13 @@ def train_on_tokens(model: nn.Module, config: TrainConfig, train_tokens: Tensor,
     trainer = Trainer(model, config, source, run_dir, valid, resume=resume)
     trainer.train()
     return trainer
+
+
+def _command() -> str:
+    """The command line this process was started with, as a user would type it."""
+    program = Path(sys.argv[0]).name
+    program = "python -m bioxlstm" if program == "__main__.py" else program
+    return shlex.join([program, *sys.argv[1:]])
 
 
 def _tensorboard_writer(run_dir: Path) -> Any:

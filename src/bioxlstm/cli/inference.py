@@ -55,7 +55,7 @@ def _register_score(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="-", help="output TSV (default '-': standard output)")
     p.add_argument("--window", type=integer(2), default=1024,
                    help="bases around each variant, clipped at chromosome ends (default 1024)")
-    add_batching(p, "sequences or variants")
+    add_batching(p, "sequences (a variant takes four: ref and alt windows on both strands)")
     p.set_defaults(func=run_score)
 
 
@@ -96,6 +96,10 @@ def _register_fitness(sub: argparse._SubParsersAction) -> None:
                    help="context draws averaged per variant (default 3)")
     p.add_argument("--identity", type=number(0, 1, above=True), default=0.8,
                    help="identity threshold of the sequence-weight neighbours, in (0, 1] (default 0.8)")
+    p.add_argument("--include-synonymous", action="store_true",
+                   help="count synonymous rows (no amino acid change, score 0) in the Spearman "
+                        "correlation; by default they are scored but left out, as are rows without "
+                        "a measurement (NA)")
     p.add_argument("--batch-size", type=POSITIVE, default=16, help="queries per batch (default 16)")
     p.add_argument("--chunk-tokens", type=integer(2), default=2048,
                    help="context tokens run at once, carrying the state (default 2048)")
@@ -110,11 +114,12 @@ def run_fitness(args: argparse.Namespace) -> None:
     config = FitnessConfig(
         num_homologs=args.num_homologs if args.msa else 0, replicates=args.replicates,
         identity=args.identity, first_position=args.first_position, batch_size=args.batch_size,
-        chunk_tokens=args.chunk_tokens, seed=args.seed, device=args.device)
+        chunk_tokens=args.chunk_tokens, seed=args.seed, device=args.device,
+        include_synonymous=args.include_synonymous)
     result = run_fitness(args.checkpoint, args.dms, args.out, config, msa=args.msa,
                          wild_type=args.wt, score_column=args.score_column)
     skipped = [(m, st, msg) for m, st, msg in zip(result.mutants, result.statuses, result.messages)
-               if st != "ok"]
+               if st not in ("ok", "synonymous")]
     for mutant, status, message in skipped[:5]:
         print(f"skipped {mutant}: {status}: {message}", file=sys.stderr)
     if len(skipped) > 5:

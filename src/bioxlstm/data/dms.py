@@ -52,6 +52,9 @@ def _text(path: Path) -> str:
         raise AssayError(f"{path}: cannot be read ({err})") from None
 
 
+MISSING = {"", "na", "nan", "n/a", "none", "null", ".", "-"}  # a row measured nothing
+
+
 def read_assay(path: str | Path, score_column: str = "DMS_score") -> Assay:
     """Read a substitution table (or a plain list of mutants); see the module docstring."""
     path = Path(path)
@@ -77,7 +80,7 @@ def read_assay(path: str | Path, score_column: str = "DMS_score") -> Assay:
         if len(row) <= max(mcol, scol):
             raise AssayError(f"{path}, line {lineno}: {len(row)} fields, expected {len(header)}")
         try:
-            score = float(row[scol]) if row[scol].strip() else math.nan
+            score = math.nan if row[scol].strip().lower() in MISSING else float(row[scol])
         except ValueError:
             raise AssayError(f"{path}, line {lineno}: score {row[scol]!r} is not a number") from None
         mutants.append(row[mcol].strip())
@@ -106,4 +109,7 @@ def check_mutant(mutant: str, wild_type: str, first_position: int = 1) -> Varian
         if mt not in AMINO_ACIDS:
             return Variant(mutant, "unsupported", f"{mt!r} is not one of the 20 amino acids")
         subs.append((index, wt, mt))
+    if all(wt == mt for _, wt, mt in subs):
+        return Variant(mutant, "synonymous", "no amino acid changes: scored 0 and left out of the "
+                       "correlation", substitutions=tuple(subs))
     return Variant(mutant, "ok", substitutions=tuple(subs))

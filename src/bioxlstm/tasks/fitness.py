@@ -21,6 +21,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from bioxlstm.alphabets import PROTEIN
+from bioxlstm.checkpoint import require_lm_head
 from bioxlstm.data.dms import check_mutant, read_assay
 from bioxlstm.data.fim import fim_sequence
 from bioxlstm.data.homologs import sample_homologs, sequence_weights
@@ -34,6 +35,7 @@ from bioxlstm.tasks.homolog_context import context_tokens, encode_context, expan
 from bioxlstm.vocabulary import vocabulary_for
 
 AA_IDS = torch.tensor([PROTEIN.id(a) for a in AMINO_ACIDS])
+SCORED = ("ok", "synonymous")  # statuses of variants that get a score
 
 
 class FitnessError(BioXLSTMError, ValueError):
@@ -53,6 +55,7 @@ class FitnessConfig:
     seed: int = 0
     device: str = "auto"
     progress: bool = True
+    include_synonymous: bool = False  # count synonymous rows (score 0) in the Spearman correlation
 
     def __post_init__(self) -> None:
         for name in ("replicates", "batch_size", "chunk_tokens"):
@@ -99,12 +102,22 @@ class FitnessResult:
     messages: list[str]
     measured: list[float] | None
     spearman: float | None
+    correlated: int = 0  # variants in the correlation
+    synonymous_correlated: bool = False
 
     def summary(self) -> str:
-        ok = sum(s == "ok" for s in self.statuses)
-        line = f"scored {ok} of {len(self.mutants)} variants"
+        scored = sum(s in SCORED for s in self.statuses)
+        line = f"scored {scored} of {len(self.mutants)} variants"
         if self.spearman is not None:
-            line += f"; Spearman {self.spearman:.4f}"
+            line += f"; Spearman {self.spearman:.4f} over {self.correlated} of them"
+            left = []
+            if synonymous := self.statuses.count("synonymous") * (not self.synonymous_correlated):
+                left.append(f"{synonymous} synonymous")
+            if unmeasured := sum(s in SCORED and math.isnan(m)
+                                 for s, m in zip(self.statuses, self.measured)):
+                left.append(f"{unmeasured} without a measurement")
+            if left:
+                line += f" ({' and '.join(left)} scored but left out)"
         return line
 
 
@@ -127,14 +140,14 @@ def score_assay(model: XLSTMLanguageModel, wild_type: str, mutants: list[str],
     a few bad rows.
     """
     variants = [check_mutant(m, wild_type, config.first_position) for m in mutants]
-    ok = [v for v in variants if v.status == "ok"]
+    ok = [v for v in variants if v.status in SCORED]
     misfits = [v for v in variants if v.status in ("wt_mismatch", "off_sequence")]
     if not ok or len(misfits) > len(variants) / 2:
         first = (misfits or variants)[0]
         raise FitnessError(f"{len(variants) - len(ok)} of {len(variants)} variants do not fit the "
                            f"wild type, e.g. {first.mutant}: {first.message} (check "
                            f"--first-position and the wild type)")
-    sites = sorted({p for v in ok for p, _, _ in v.substitutions})
+    sites = sorted({p for v in ok for p, wt, mt in v.substitutions if wt != mt})
     log_probs = torch.zeros(len(sites), len(AMINO_ACIDS), dtype=torch.float64)
     use_context = config.num_homologs > 0 and family is not None
     replicates = config.replicates if use_context else 1
@@ -155,16 +168,21 @@ def score_assay(model: XLSTMLanguageModel, wild_type: str, mutants: list[str],
     col = {a: j for j, a in enumerate(AMINO_ACIDS)}
     scores = []
     for v in variants:
-        if v.status != "ok":
+        if v.status not in SCORED:
             scores.append(math.nan)
             continue
         scores.append(sum(float(log_probs[row[p], col[mt]] - log_probs[row[p], col[wt]])
-                          for p, wt, mt in v.substitutions))
-    rho = None
+                          for p, wt, mt in v.substitutions if wt != mt))
+    rho, count = None, 0
     if measured is not None:
-        rho = spearman(np.array(scores), np.array(measured, dtype=float))
+        counted = ("ok", "synonymous") if config.include_synonymous else ("ok",)
+        x = np.array([s if v.status in counted else math.nan for s, v in zip(scores, variants)])
+        y = np.array(measured, dtype=float)
+        count = int((~(np.isnan(x) | np.isnan(y))).sum())
+        rho = spearman(x, y)
     return FitnessResult(mutants, scores, [v.status for v in variants],
-                         [v.message for v in variants], measured, rho)
+                         [v.message for v in variants], measured, rho, count,
+                         config.include_synonymous)
 
 
 def write_scores(result: FitnessResult, path: str | Path) -> Path:
@@ -195,6 +213,8 @@ def run_fitness(checkpoint: str | Path, dms: str | Path, out: str | Path, config
     from bioxlstm.data.msa import read_family
 
     check_output_file(out, "--out")
+    if Path(checkpoint).is_dir():
+        require_lm_head(checkpoint, "a fitness score")
     family = read_family(msa) if msa is not None else None
     if wild_type is not None and Path(wild_type).is_file():
         wild_type = next(iter(read_fasta(wild_type)))[1]

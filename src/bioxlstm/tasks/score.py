@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bioxlstm.alphabets import Alphabet
+from bioxlstm.checkpoint import require_lm_head
 from bioxlstm.data.fasta import read_fasta
 from bioxlstm.data.genome import Genome
 from bioxlstm.errors import BioXLSTMError, ConfigError
@@ -114,8 +115,9 @@ def score_variants(table: str | Path, genome: str | Path, checkpoint: str | Path
     bar = tqdm(total=len(ok), unit="variant", dynamic_ncols=True, desc="score",
                disable=None if config.progress else True)
     with bar:
-        for j in range(0, len(ok), config.batch_size):
-            batch = ok[j:j + config.batch_size]
+        per_batch = max(1, config.batch_size // 4)  # four windows per variant: ref, alt, both strands
+        for j in range(0, len(ok), per_batch):
+            batch = ok[j:j + per_batch]
             llrs.update(zip(batch, _strand_llrs(model, alphabet, [checks[k] for k in batch], config)))
             bar.update(len(batch))
     rows = [row + ([""] * (len(variants.header) - len(row))) + _score_fields(check, llrs.get(j))
@@ -147,6 +149,8 @@ def _check_out(out: str | Path) -> None:
 
 
 def _causal_model(checkpoint: str | Path, device: str) -> tuple[XLSTMLanguageModel, Alphabet]:
+    if Path(checkpoint).is_dir():
+        require_lm_head(checkpoint, "a log-likelihood")
     model, alphabet = load_model(checkpoint, device)
     if not can_run_in_pieces(model.config):
         raise ScoreModelError(f"{checkpoint}: scoring needs a causal model (a log-likelihood is "

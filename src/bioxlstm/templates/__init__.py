@@ -1,0 +1,1 @@
+"""Text templates the package fills at run time (the checkpoint model card)."""

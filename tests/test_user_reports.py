@@ -1,0 +1,63 @@
+"""What users ran into, each as it was reported: a classifier folder given to score, sums that lost
+their precision, a mistyped checkpoint path taken for a Hub id, model cards with placeholders."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from bioxlstm import XLSTMLanguageModel, preset
+from bioxlstm.classifier import SequenceClassifier
+from bioxlstm.cli import main
+
+
+def test_score_and_generate_refuse_a_classifier_whose_lm_head_was_not_trained(tmp_path, capsys):
+    torch.manual_seed(0)
+    classifier = SequenceClassifier(XLSTMLanguageModel(preset("tiny-mlstm")), ["0", "1"], 64)
+    classifier.save_pretrained(tmp_path / "classifier")
+    fasta = tmp_path / "x.fa"
+    fasta.write_text(">a\nACGTACGT\n")
+    for argv in (["score", str(tmp_path / "classifier"), "--fasta", str(fasta)],
+                 ["generate", str(tmp_path / "classifier"), "--num", "1"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "language-model head was not trained" in err
+    assert main(["embed", str(tmp_path / "classifier"), "--fasta", str(fasta), "--out",
+                 str(tmp_path / "e.npy"), "--device", "cpu"]) == 0  # its hidden states are fine
+    card = (tmp_path / "classifier" / "README.md").read_text()
+    assert "sequence classifier" in card and "More Information Needed" not in card
+
+
+def test_log_likelihoods_are_summed_in_float64():
+    torch.manual_seed(0)
+    model = XLSTMLanguageModel(preset("tiny-mlstm")).eval()
+    ids = torch.randint(7, 11, (1, 4000))
+    with torch.no_grad():
+        logp = model(ids).logits.float().log_softmax(-1)[0, :-1].gather(-1, ids[0, 1:, None])
+    exact = logp.double().sum()
+    assert abs(float(model.log_likelihood(ids)[0]) - float(exact)) < 1e-9
+    assert abs(float(logp.sum()) - float(exact)) > 1e-6  # what a float32 sum would have lost
+
+
+def test_a_mistyped_local_checkpoint_fails_at_once_without_the_hub(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    start = time.monotonic()
+    assert main(["embed", "runs/missing", "--fasta", "x.fa", "--out", "e.npy"]) == 2
+    assert time.monotonic() - start < 5
+    err = capsys.readouterr().err
+    assert "runs/missing/config.json: no such file" in err and "Hub" not in err
+
+
+def test_a_trained_checkpoint_has_a_model_card_that_says_what_it_is(tmp_path):
+    fasta = tmp_path / "x.fa"
+    fasta.write_text(">a\n" + "ACGTTGCA" * 200 + "\n")
+    assert main(["pretrain", "--preset", "tiny-mlstm", "--fasta", str(fasta), "--run-dir",
+                 str(tmp_path / "run"), "--steps", "2", "--batch-size", "2", "--seq-len", "32",
+                 "--device", "cpu", "--eval-every", "2"]) == 0
+    card = (tmp_path / "run" / "checkpoint" / "README.md").read_text()
+    for fact in ("dna (12 tokens)", "d_model 32, 2 blocks (mLSTM)", "parameters", "2 steps",
+                 "validation loss", "made by", "language model"):
+        assert fact in card, fact
+    assert "More Information Needed" not in card and "PytorchModelHubMixin" not in card
