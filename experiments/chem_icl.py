@@ -38,21 +38,6 @@ DOMAINS = datasets.path("icst_domains_50")
 CONDITIONS = ("icl", "no-context", "train", "pool")
 
 
-@torch.no_grad()
-def no_context_samples(model, tokenizer, n: int, batch_size: int, max_tokens: int, seed: int) -> list[str]:
-    """Molecules the in-context model writes first, from [BEG] alone (ended by '.')."""
-    generator = torch.Generator().manual_seed(seed)
-    stop = tokenizer.separator_id
-    suppress = [tokenizer.pad_id, tokenizer.bos_id, tokenizer.unk_id, tokenizer.eos_id]
-    out = []
-    while len(out) < n:
-        rows = min(batch_size, n - len(out))
-        ids = torch.full((rows, 1), tokenizer.bos_id)
-        new = model.generate(ids, max_tokens, 1.0, None, None, generator, stop, suppress)[:, 1:]
-        out.extend(tokenizer.decode(r[: r.index(stop)] if stop in r else r) for r in new.tolist())
-    return out
-
-
 def train_model(args: argparse.Namespace, train_domains: list[list[str]]) -> Path:
     """Train (or reuse) the in-context model on the training domains; returns its checkpoint."""
     run = args.out / "model"
@@ -110,7 +95,7 @@ def main() -> None:
         config = GenerationConfig(num_samples=args.samples, batch_size=50, max_tokens=120,
                                   seed=args.seed + j, progress=False)
         sets = {"icl": sample_smiles(model, tokenizer, config, context),
-                "no-context": no_context_samples(model, tokenizer, args.samples, 50, 120, args.seed + j),
+                "no-context": sample_smiles(model, tokenizer, config),  # ends at '.', as trained
                 "train": rng.sample(training_molecules, args.samples),
                 "pool": pool[: args.samples]}
         row = {"domain_line": len(domains) - args.eval_domains + j + 1, "molecules": len(domain),

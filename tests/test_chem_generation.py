@@ -137,3 +137,42 @@ def test_every_intermediate_checkpoint_carries_the_tokenizer(tmp_path):
     for checkpoint in (run / "checkpoint", run / "checkpoints" / "step-00000002"):
         assert SmilesTokenizer.load(checkpoint).tokens == SmilesTokenizer.load(run / "checkpoint").tokens
         assert (checkpoint / TOKENIZER_FILE).is_file()
+
+
+def test_an_in_context_model_without_context_ends_molecules_at_the_separator(monkeypatch):
+    tokenizer = SmilesTokenizer.build(MOLS, in_context=True)
+    assert json.loads(tokenizer.to_json())["in_context"]
+    torch.manual_seed(0)
+    model = XLSTMLanguageModel(preset("tiny-mlstm", alphabet="smiles", vocab_size=len(tokenizer),
+                                      context_length=64)).eval()
+    dot = tokenizer.separator_id
+    # a model that writes two carbons, then '.', then more: the sample must stop at the '.'
+    script = [tokenizer.id("C"), tokenizer.id("C"), dot, tokenizer.id("O"), tokenizer.id("O")]
+    calls = []
+
+    def scripted(logits):
+        boost = torch.full_like(logits, -50.0)
+        boost[..., script[min(len(calls), len(script) - 1)]] = 50.0
+        calls.append(1)
+        return logits + boost
+
+    model.head.register_forward_hook(lambda module, inputs, output: scripted(output))  # the prompt
+    step = model.step
+    monkeypatch.setattr(model, "step", lambda *args: scripted(step(*args)))  # each new token
+    out = sample_smiles(model, tokenizer, GenerationConfig(num_samples=2, batch_size=2,
+                                                           max_tokens=6, progress=False))
+    assert out == ["CC", "CC"]
+
+
+def test_smiles_entries_with_names_keep_only_the_smiles(tmp_path):
+    from bioxlstm.data.smiles import read_domains
+
+    domains = tmp_path / "domains.txt"
+    domains.write_text("CCO ethanol 17 . c1ccccc1 benzene 18\nCCN amine 3 . CBr bromo 4\n")
+    assert read_domains(domains) == [["CCO", "c1ccccc1"], ["CCN", "CBr"]]
+    context = tmp_path / "context.smi"
+    context.write_text("CCO ethanol 17 . c1ccccc1 benzene 18 . CCN amine 3\n")
+    tokenizer = SmilesTokenizer.build(MOLS)
+    assert read_context(context, tokenizer).smiles == ["CCO", "c1ccccc1", "CCN"]
+    learned = SmilesTokenizer.build([m for d in read_domains(domains) for m in d])
+    assert not set(learned.tokens) & {" ", "e", "h", "a", "n", "l", "1 7"}

@@ -56,6 +56,7 @@ class SmilesTokenizer:
     """
 
     tokens: tuple[str, ...]
+    in_context: bool = False  # trained on '.'-joined domain rows: a molecule ends at '.'
     name = "smiles"
 
     def __post_init__(self) -> None:
@@ -65,13 +66,16 @@ class SmilesTokenizer:
         object.__setattr__(self, "_ids", {t: j for j, t in enumerate(self.tokens)})
 
     @classmethod
-    def build(cls, smiles: Iterable[str]) -> SmilesTokenizer:
-        """Learn the vocabulary of a corpus: its tokens by falling frequency (ties by name), and '.'."""
+    def build(cls, smiles: Iterable[str], in_context: bool = False) -> SmilesTokenizer:
+        """Learn the vocabulary of a corpus: its tokens by falling frequency (ties by name), and '.'.
+
+        in_context records that the model reads '.'-joined rows of a domain's molecules.
+        """
         counts = Counter(SEPARATOR)
         for s in smiles:
             counts.update(split_smiles(s))
         learned = sorted(counts, key=lambda t: (-counts[t], t))
-        return cls(SPECIALS + tuple(learned))
+        return cls(SPECIALS + tuple(learned), in_context)
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -108,7 +112,8 @@ class SmilesTokenizer:
 
     @property
     def stop_id(self) -> int:
-        return self.eos_id
+        """What ends a generated molecule: [END], or '.' for a model of '.'-joined domain rows."""
+        return self.separator_id if self.in_context else self.eos_id
 
     @property
     def separator_id(self) -> int:
@@ -156,7 +161,8 @@ class SmilesTokenizer:
 
     def to_json(self) -> str:
         """The content of tokenizer.json."""
-        return json.dumps({"type": "smiles-regex", "tokens": list(self.tokens)}, indent=1)
+        return json.dumps({"type": "smiles-regex", "in_context": self.in_context,
+                           "tokens": list(self.tokens)}, indent=1)
 
     def save(self, directory: str | Path) -> Path:
         """Write tokenizer.json into `directory` (atomically); returns its path."""
@@ -179,4 +185,4 @@ class SmilesTokenizer:
             raise SmilesVocabularyError(f"{path}: not a readable SMILES tokenizer ({err})") from None
         if not all(isinstance(t, str) for t in tokens):
             raise SmilesVocabularyError(f"{path}: tokens must be strings")
-        return cls(tokens)
+        return cls(tokens, bool(data.get("in_context", False)))

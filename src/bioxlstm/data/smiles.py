@@ -17,7 +17,9 @@ class SmilesFileError(BioXLSTMError, ValueError):
     """A SMILES file is missing, unreadable or holds no molecules."""
 
 
-def _lines(path: Path) -> list[str]:
+def read_lines(path: str | Path) -> list[str]:
+    """The text lines of a plain or gzip file; SmilesFileError if it cannot be read."""
+    path = Path(path)
     if not path.is_file():
         raise SmilesFileError(f"{path}: no such file")
     try:
@@ -29,29 +31,42 @@ def _lines(path: Path) -> list[str]:
         raise SmilesFileError(f"{path}: cannot be read as text ({err})") from None
 
 
+def entry_smiles(entry: str) -> str:
+    """The SMILES of one entry: its first field; names and ids after whitespace, a comma or a tab
+    are columns, never part of the molecule (the one grammar of every SMILES reader here)."""
+    fields = entry.replace(",", " ").split()
+    return fields[0] if fields else ""
+
+
+def line_molecules(line: str) -> list[str]:
+    """The molecules of a domain line: entries joined by '.', each `SMILES [name id ...]`."""
+    return [s for s in (entry_smiles(entry) for entry in line.split(".")) if s]
+
+
 def read_smiles(path: str | Path, keep_empty: bool = False) -> list[str]:
-    """The first field (whitespace or comma separated) of each line; a 'SMILES' header line is skipped.
+    """One molecule a line (its first field); a 'SMILES' header line is skipped.
 
     keep_empty: keep blank lines as empty strings (a generated file writes failed samples so, and
     they count as invalid molecules); otherwise blank lines are dropped.
     """
     path = Path(path)
     out = []
-    for j, line in enumerate(_lines(path)):
-        fields = line.replace(",", " ").split()
-        if j == 0 and fields and fields[0].lower() in HEADERS:
+    for j, line in enumerate(read_lines(path)):
+        smiles = entry_smiles(line)
+        if j == 0 and smiles.lower() in HEADERS:
             continue
-        if fields or keep_empty:
-            out.append(fields[0] if fields else "")
+        if smiles or keep_empty:
+            out.append(smiles)
     if not any(out):
         raise SmilesFileError(f"{path}: no SMILES in the file")
     return out
 
 
 def read_domains(path: str | Path) -> list[list[str]]:
-    """Molecular domains, one per line as its molecules joined by '.' (the Chem-xLSTM ICL format)."""
+    """Molecular domains, one per line as its molecules joined by '.' (the Chem-xLSTM ICL format);
+    each entry may carry name and id columns after its SMILES, which are dropped."""
     path = Path(path)
-    domains = [[m for m in line.split(".") if m] for line in _lines(path) if line.strip()]
+    domains = [line_molecules(line) for line in read_lines(path) if line.strip()]
     domains = [d for d in domains if d]
     if not domains:
         raise SmilesFileError(f"{path}: no domains in the file")

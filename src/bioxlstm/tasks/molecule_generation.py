@@ -4,7 +4,8 @@ Sampling runs in batches, one token at a time from the recurrent state (constant
 Unconditional rows start at [BEG] and end at [END]. In-context rows (docs/model.md, section 8) start with
 [BEG] m1 . m2 . ... mK . (K context molecules in a fresh random order for each batch) and the new
 molecule ends at the next '.'; a row that reaches the token limit first is kept as it is (it will
-mostly count as invalid).
+mostly count as invalid). A model trained on such rows (its tokenizer says in_context) also ends
+a molecule at '.' when it samples without context, from [BEG] alone.
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from bioxlstm.data.smiles import ValiditySummary, read_smiles, valid_smiles
+from bioxlstm.data.smiles import (
+    HEADERS,
+    ValiditySummary,
+    entry_smiles,
+    line_molecules,
+    read_lines,
+    valid_smiles,
+)
 from bioxlstm.data.smiles_batches import icl_row
 from bioxlstm.errors import ConfigError
 from bioxlstm.model import XLSTMLanguageModel
@@ -70,7 +78,10 @@ def read_context(path: str | Path, tokenizer: SmilesTokenizer) -> ContextMolecul
     Invalid SMILES and molecules with tokens outside the model's vocabulary are skipped and counted;
     a file with none left raises ConfigError.
     """
-    molecules = [m for line in read_smiles(path) for m in line.split(".") if m]
+    lines = read_lines(path)
+    if lines and entry_smiles(lines[0]).lower() in HEADERS:
+        lines = lines[1:]
+    molecules = [m for line in lines for m in line_molecules(line)]
     kept, summary = valid_smiles(molecules)
     known = [s for s in kept if not tokenizer.unknown_tokens(s)]
     if not known:
@@ -99,11 +110,12 @@ def sample_smiles(
     generator = torch.Generator(device).manual_seed(config.seed)
     picker = torch.Generator().manual_seed(config.seed)
     window = model.config.context_length
-    if context is None:
+    if context is None and not tokenizer.in_context:
         stop = tokenizer.eos_id
         max_new = config.max_tokens or max(1, window - 2)
         suppress = [tokenizer.pad_id, tokenizer.bos_id, tokenizer.unk_id]
-    else:
+    else:  # the format of '.'-joined domain rows, where a molecule ends at the next '.'
+
         stop = tokenizer.separator_id
         max_new = config.max_tokens or 150
         suppress = [tokenizer.pad_id, tokenizer.bos_id, tokenizer.unk_id, tokenizer.eos_id]

@@ -72,13 +72,14 @@ def _split(items: list, fraction: float, seed: int, what: str) -> tuple[list, li
     return [items[j] for j in order[n_valid:]], [items[j] for j in order[:n_valid]]
 
 
-def _tokenizer(run_dir: Path, molecules: Sequence[str], resume: bool) -> SmilesTokenizer:
+def _tokenizer(run_dir: Path, molecules: Sequence[str], resume: bool,
+               in_context: bool) -> SmilesTokenizer:
     """The tokenizer of the run's newest checkpoint when resuming one, else one built from the
     data (the same on every rank)."""
     found = newest_checkpoint(run_dir) if resume else None
     if found is not None:
         return SmilesTokenizer.load(found[0])
-    return SmilesTokenizer.build(molecules)
+    return SmilesTokenizer.build(molecules, in_context)
 
 
 def pretrain_smiles(
@@ -105,7 +106,7 @@ def pretrain_smiles(
         report(summary.line(str(data.path)))
     if not molecules:
         raise ConfigError(f"{data.path}: no valid SMILES to train on")
-    tokenizer = _tokenizer(run_dir, molecules, resume)
+    tokenizer = _tokenizer(run_dir, molecules, resume, data.in_context)
     model_config = ModelConfig.from_dict({**model_config.to_dict(), "alphabet": SmilesTokenizer.name,
                                           "vocab_size": len(tokenizer)})
     cfg = train_config
