@@ -61,3 +61,30 @@ def test_a_trained_checkpoint_has_a_model_card_that_says_what_it_is(tmp_path):
                  "validation loss", "made by", "language model"):
         assert fact in card, fact
     assert "More Information Needed" not in card and "PytorchModelHubMixin" not in card
+
+
+def test_fasta_windows_can_be_read_on_either_strand():
+    from bioxlstm.data.batches import TokenWindows
+    from bioxlstm.strands import DNA_COMPLEMENT
+
+    tokens = torch.randint(7, 12, (500,))
+    plain = TokenWindows(tokens, 16, 4, seed=3).next_batch()["input_ids"]
+    flipped = TokenWindows(tokens, 16, 4, seed=3, rc_prob=1.0, complement=DNA_COMPLEMENT)
+    assert torch.equal(flipped.next_batch()["input_ids"], DNA_COMPLEMENT[plain.flip(1)])
+
+
+def test_fasta_pretraining_validates_by_default_and_takes_rc_augmentation(tmp_path, capsys):
+    import json
+
+    fasta = tmp_path / "x.fa"
+    fasta.write_text(">a\n" + "ACGTTGCAAT" * 200 + "\n>b\n" + "GGCATTACGA" * 100 + "\n")
+    assert main(["pretrain", "--preset", "tiny-mlstm", "--fasta", str(fasta), "--run-dir",
+                 str(tmp_path / "run"), "--steps", "10", "--batch-size", "2", "--seq-len", "32",
+                 "--device", "cpu", "--rc-aug", "0.5"]) == 0
+    records = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "valid_loss" in r] == list(range(1, 11))
+    info = json.loads((tmp_path / "run/run.json").read_text())["train_config"]
+    assert info["eval_every"] == 1 and info["warmup_fraction"] == 0.1
+    assert main(["pretrain", "--preset", "tiny-prot-xlstm", "--msa-dir", str(tmp_path), "--run-dir",
+                 str(tmp_path / "p"), "--rc-aug", "0.5"]) == 2
+    assert "--rc-aug applies to DNA" in capsys.readouterr().err

@@ -77,8 +77,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --genome: causal LM, or masked LM of 15%% of bases, 80/10/10 "
                         "(default clm)")
     p.add_argument("--rc-aug", type=PROBABILITY, metavar="P",
-                   help="with --genome: reverse-complement each training window with probability P "
-                        "(default 0; 0.5 for post-hoc conjoined models)")
+                   help="with --genome or DNA --fasta: reverse-complement each training window with "
+                        "probability P (default 0; 0.5 for post-hoc conjoined models)")
     p.add_argument("--run-dir", required=True, help="output directory of the run")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --run-dir from its newest complete checkpoint")
@@ -110,10 +110,10 @@ def _add_training_options(p: argparse.ArgumentParser, defaults: TrainConfig) -> 
                         "context length)")
     p.add_argument("--lr", type=POSITIVE_NUMBER, help=f"peak learning rate (default {defaults.lr:g})")
     p.add_argument("--warmup-steps", type=NON_NEGATIVE,
-                   help=f"linear warmup steps (default {defaults.warmup_steps})")
+                   help="linear warmup steps (default: a tenth of the run)")
     p.add_argument("--eval-every", type=NON_NEGATIVE,
-                   help=f"validate every N steps and at the end; 0: never (default "
-                        f"{defaults.eval_every}; SMILES: a tenth of the run)")
+                   help="validate on the held-out data every N steps and at the end; 0: never "
+                        "(default: every tenth of the run)")
     p.add_argument("--save-every", type=NON_NEGATIVE,
                    help=f"also save a checkpoint every N steps; 0: off (default {defaults.save_every})")
     p.add_argument("--save-every-minutes", type=NON_NEGATIVE_NUMBER, metavar="MINUTES",

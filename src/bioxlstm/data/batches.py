@@ -78,15 +78,22 @@ class TokenWindows:
 
     With `positions` (one id per token, e.g. from record_positions) batches carry the matching
     window of position ids too; with `labels` (ids -> labels, e.g. DNA's clm_labels, which drops
-    N) they carry labels.
+    N) they carry labels. With `rc_prob` and a `complement` table each window is read as its
+    reverse complement with that probability (the other strand; record separators stay
+    separators).
     """
 
     def __init__(self, tokens: Tensor, seq_len: int, batch_size: int, seed: int = 0,
                  positions: Tensor | None = None,
-                 labels: Callable[[Tensor], Tensor] | None = None) -> None:
+                 labels: Callable[[Tensor], Tensor] | None = None, rc_prob: float = 0.0,
+                 complement: Tensor | None = None) -> None:
         _check_tokens(tokens, seq_len, batch_size)
         if positions is not None and positions.shape != tokens.shape:
             raise ConfigError("'positions' must hold one position id per token")
+        if not 0.0 <= rc_prob <= 1.0 or (rc_prob > 0 and (complement is None or positions is not None)):
+            raise ConfigError("'rc_prob' must be in [0, 1] and needs a complement map and no "
+                              "position ids (DNA)")
+        self.rc_prob, self.complement = rc_prob, complement
         self.positions = positions
         self.labels = labels
         self.tokens = tokens.long()
@@ -103,6 +110,10 @@ class TokenWindows:
         self.batches_drawn += 1
         index = starts[:, None] + self._offsets
         batch = {"input_ids": self.tokens[index]}
+        if self.rc_prob > 0:
+            flip = torch.rand(self.batch_size, generator=self.generator) < self.rc_prob
+            ids = batch["input_ids"]
+            batch["input_ids"] = torch.where(flip[:, None], self.complement[ids.flip(1)], ids)
         if self.positions is not None:
             batch["position_ids"] = self.positions[index]
         if self.labels is not None:
@@ -112,11 +123,11 @@ class TokenWindows:
     def state_dict(self) -> dict[str, Any]:
         """Generator state and shape, enough to continue the same stream of windows."""
         return {"generator": self.generator.get_state(), "batches_drawn": self.batches_drawn,
-                "seq_len": self.seq_len, "batch_size": self.batch_size}
+                "seq_len": self.seq_len, "batch_size": self.batch_size, "rc_prob": self.rc_prob}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue the stream saved by `state_dict`; the window shape must match."""
-        for name in ("seq_len", "batch_size"):
+        for name in ("seq_len", "batch_size", "rc_prob"):
             if state[name] != getattr(self, name):
                 raise ConfigError(f"'{name}' is {getattr(self, name)} but the saved source used "
                                   f"{state[name]}; resume with the same value")

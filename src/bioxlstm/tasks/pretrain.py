@@ -50,8 +50,12 @@ def pretrain_fasta(
     seq_len: int,
     valid_fraction: float = 0.1,
     resume: bool = False,
+    rc_aug: float = 0.0,
 ) -> Trainer:
     """Train a causal LM on a FASTA file; the model lands in run_dir/checkpoint.
+
+    rc_aug: chance that a training window is read as its reverse complement (DNA), as genome
+    pretraining does, so a model sees both strands.
 
     Models with rotary embeddings get position ids that restart at every record (docs/model.md, section 7);
     DNA labels leave out N, as in genome pretraining.
@@ -66,8 +70,12 @@ def pretrain_fasta(
     torch.manual_seed(train_config.seed)
     model = XLSTMLanguageModel(model_config)
     labels = target_labels(alphabet)  # e.g. DNA's N is read but never a target
+    complement = alphabet.complement_ids()
+    if rc_aug and complement is None:
+        raise ConfigError(f"--rc-aug needs an alphabet with a complement (DNA), not {alphabet.name}")
     source = TokenWindows(train, seq_len, train_config.batch_size, seed=train_config.seed,
-                          positions=train_pos, labels=labels)
+                          positions=train_pos, labels=labels, rc_prob=rc_aug,
+                          complement=None if complement is None else torch.tensor(complement))
     valid_batches = functools.partial(eval_batches, valid, seq_len, train_config.batch_size,
                                       train_config.eval_batches, valid_pos, labels)
     trainer = Trainer(model, train_config, source, run_dir, valid_batches, resume=resume)

@@ -59,8 +59,10 @@ class PretrainRequest:
             if getattr(self, name) not in (None, ()) and self.data_kind != kind:
                 raise ConfigError(f"--{name.replace('_', '-')} applies to --{kind.replace('_', '-')} "
                                   "data only")
-        if self.data_kind != "genome" and (self.objective != "clm" or self.rc_aug is not None):
-            raise ConfigError("--objective mlm and --rc-aug need --genome")
+        if self.data_kind != "genome" and self.objective != "clm":
+            raise ConfigError("--objective mlm: masked-LM windows need --genome")
+        if self.data_kind not in ("genome", "fasta") and self.rc_aug is not None:
+            raise ConfigError("--rc-aug applies to DNA from --genome or --fasta only")
         if self.data_kind in ("smiles", "smiles_domains") and self.seq_len is not None:
             raise ConfigError("--seq-len does not apply to SMILES (rows are whole molecules up to "
                               "the model's context)")
@@ -80,12 +82,23 @@ def resolve_configs(request: PretrainRequest) -> tuple[ModelConfig, TrainConfig]
     if switches:
         model = ModelConfig.from_dict({**model.to_dict(), **switches})
     train = TrainConfig() if found is None else _saved_train_config(found[0])
+    given: dict[str, Any] = {}
     if request.train_config:  # only the fields the file names replace the run's
         given = read_config_file(request.train_config, "train")
         check_fields(TrainConfig, given, "train")
-        train = TrainConfig.from_dict({**train.to_dict(), **given})
-    train = TrainConfig.from_dict({**train.to_dict(), **request.train_overrides})
-    return model, train
+    given = {**given, **request.train_overrides}
+    if found is None:
+        given = {**_new_run_defaults(given, given.get("max_steps", train.max_steps)), **given}
+    return model, TrainConfig.from_dict({**train.to_dict(), **given})
+
+
+def _new_run_defaults(given: dict[str, Any], steps: int) -> dict[str, Any]:
+    """What a new run from the command line does unless told otherwise: validate every tenth of
+    the run and warm the learning rate up over the first tenth (the paper's DNA protocol)."""
+    defaults: dict[str, Any] = {"eval_every": max(1, steps // 10)}
+    if "warmup_steps" not in given and "warmup_fraction" not in given:
+        defaults["warmup_fraction"] = 0.1
+    return defaults
 
 
 def _saved_train_config(checkpoint: Path) -> TrainConfig:
@@ -126,4 +139,4 @@ def run_pretraining(request: PretrainRequest) -> Trainer:
     from bioxlstm.tasks.pretrain import pretrain_fasta
 
     return pretrain_fasta(path, model_config, train_config, run_dir, seq_len,
-                          request.valid_fraction, resume=resume)
+                          request.valid_fraction, resume=resume, rc_aug=request.rc_aug or 0.0)
