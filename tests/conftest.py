@@ -12,6 +12,14 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Cached molecule statistics go to a folder of this test session, not the user's cache."""
+    import os
+
+    os.environ["BIOXLSTM_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+
+
 def mlstm_inputs(B=2, NH=2, S=29, DH=8, dtype=torch.float64, grad=False, gate_scale=1.0):
     """Random q, k, v and gate pre-activations for the mLSTM cell."""
     q, k, v = (torch.randn(B, NH, S, DH, dtype=dtype) for _ in range(3))

@@ -60,3 +60,24 @@ def test_cli_writes_json_table_and_plot(tmp_path, capsys):
     empty.write_text("\n")
     assert main(["evaluate-molecules", str(empty)]) == 2
     assert "no SMILES in the file" in capsys.readouterr().err
+
+
+def test_reference_statistics_are_cached_by_content_and_the_table_counts_valid_molecules(
+        tmp_path, capsys):
+    from bioxlstm.cli import main
+
+    generated = tmp_path / "gen.smi"
+    generated.write_text("CCO\nc1ccccc1\nnot-a-molecule\nCCN\n")
+    reference = tmp_path / "ref.smi"
+    reference.write_text("CCO\nCCCl\nc1ccncc1\nOCCO\n")
+    argv = ["evaluate-molecules", str(generated), "--reference", str(reference)]
+    assert main(argv) == 0
+    first = capsys.readouterr()
+    assert "reference of 4 molecules: computing" in first.err
+    assert "valid molecules" in first.out and " 3\n" in first.out.replace("      ", " ")
+    assert main(argv) == 0
+    second = capsys.readouterr()
+    assert "reference of 4 molecules: cached" in second.err and second.out == first.out
+    reference.write_text("CCO\nCCCl\nc1ccncc1\nOCCN\n")  # other content, other statistics
+    assert main(argv) == 0
+    assert "reference of 4 molecules: computing" in capsys.readouterr().err

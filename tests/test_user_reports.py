@@ -88,3 +88,13 @@ def test_fasta_pretraining_validates_by_default_and_takes_rc_augmentation(tmp_pa
     assert main(["pretrain", "--preset", "tiny-prot-xlstm", "--msa-dir", str(tmp_path), "--run-dir",
                  str(tmp_path / "p"), "--rc-aug", "0.5"]) == 2
     assert "--rc-aug applies to DNA" in capsys.readouterr().err
+
+
+def test_finetune_reports_each_epoch_as_a_line(tmp_path, capsys):
+    rows = ["sequence,label"] + [f"{'ACGT' * 5 if j % 2 else 'TTGA' * 5},{j % 2}" for j in range(40)]
+    data = tmp_path / "train.csv"
+    data.write_text("\n".join(rows) + "\n")
+    assert main(["finetune", "--preset", "tiny-mlstm", "--train", str(data), "--out",
+                 str(tmp_path / "out"), "--epochs", "2", "--batch-size", "8", "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "epoch 1/2: train loss" in err and "epoch 2/2: train loss" in err

@@ -14,7 +14,8 @@ Definitions (as in MOSES / the Chem-xLSTM evaluation, with the choices stated):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import numpy as np
 
 from bioxlstm.data.smiles import parse_molecule
 from bioxlstm.extras import require
+from bioxlstm.molecule_cache import cached
 
 PROPERTIES = ("molecular_weight", "logp", "qed")
 FINGERPRINT_RADIUS, FINGERPRINT_BITS = 2, 1024
@@ -73,20 +75,46 @@ def internal_diversity(mols: Sequence[Any], max_molecules: int = 5000, seed: int
 
 
 def frechet_chemnet_distance(generated: Sequence[str], reference: Sequence[str],
-                             device: str = "cpu") -> float | None:
+                             device: str = "cpu",
+                             reference_stats: dict[str, np.ndarray] | None = None) -> float | None:
     """FCD between two sets of valid SMILES with the ChemNet shipped in fcd_torch (no download).
 
-    None when either set has fewer than two molecules.
+    `reference_stats` (mu, sigma of the reference's activations, see reference_statistics) stand
+    in for the reference. None when either set has fewer than two molecules.
     """
-    import warnings
-
-    if len(generated) < 2 or len(reference) < 2:
+    if len(generated) < 2 or (reference_stats is None and len(reference) < 2):
         return None
-    FCD = require("fcd_torch", "chem", "the Frechet ChemNet Distance").FCD
-
+    fcd = require("fcd_torch", "chem", "the Frechet ChemNet Distance").FCD(device=device, n_jobs=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return float(FCD(device=device, n_jobs=1)(list(generated), list(reference)))
+        pref = reference_stats if reference_stats is not None else fcd.precalc(list(reference))
+        return float(fcd.metric(pref, fcd.precalc(list(generated))))
+
+
+def reference_statistics(reference: Sequence[str], fcd_device: str = "cpu",
+                         note: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """What the metrics need of a reference set, cached by its content: the canonical SMILES of its
+    valid molecules, ChemNet's mean and covariance (FCD) and the property arrays."""
+    def compute() -> dict[str, Any]:
+        mols = [(s, m) for s in reference if (m := parse_molecule(s)) is not None]
+        stats: dict[str, Any] = {"valid": len(mols),
+                                 "canonical": np.array(sorted(canonical_set(s for s, _ in mols)))}
+        stats.update(properties([m for _, m in mols]))
+        if len(mols) >= 2:
+            fcd = require("fcd_torch", "chem", "the Frechet ChemNet Distance").FCD(device=fcd_device,
+                                                                                 n_jobs=1)
+            with warnings.catch_warnings():  # fcd_torch calls NumPy's deprecated row_stack
+                warnings.simplefilter("ignore")
+                stats.update(fcd.precalc([s for s, _ in mols]))
+        return stats
+
+    return cached(reference, "reference", compute, note)
+
+
+def train_statistics(train: Sequence[str], note: Callable[[str], None] | None = None) -> set[str]:
+    """The canonical SMILES of a training set (for novelty), cached by its content."""
+    stats = cached(train, "train", lambda: {"canonical": np.array(sorted(canonical_set(train)))}, note)
+    return set(stats["canonical"].tolist())
 
 
 def properties(mols: Sequence[Any]) -> dict[str, np.ndarray]:
@@ -105,10 +133,13 @@ def molecule_metrics(
     fcd_device: str = "cpu",
     max_diversity_molecules: int = 5000,
     seed: int = 0,
+    note: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """All metrics of `generated` (invalid strings included) as a flat JSON-ready dict.
 
     Novelty against the training set needs `train`; FCD and reference novelty need `reference`.
+    Statistics of `reference` and `train` are cached by content (bioxlstm.molecule_cache);
+    `note` hears a line for each slow phase.
     """
     mols = [parse_molecule(s) for s in generated]
     valid = [(s, m) for s, m in zip(generated, mols) if m is not None]
@@ -124,15 +155,18 @@ def molecule_metrics(
         "internal_diversity": internal_diversity([m for _, m in valid], max_diversity_molecules, seed),
     }
     if train is not None:
-        known = canonical_set(train)
+        known = train_statistics(train, note)
         result["novel_train"] = len(unique - known)
         result["novelty_train"] = len(unique - known) / len(unique) if unique else 0.0
     if reference is not None:
-        ref_valid = [s for s in reference if parse_molecule(s) is not None]
-        known = canonical_set(ref_valid)
+        stats = reference_statistics(reference, fcd_device, note)
+        known = set(stats["canonical"].tolist())
+        result["reference_valid"] = int(stats["valid"])
         result["novel_reference"] = len(unique - known)
         result["novelty_reference"] = len(unique - known) / len(unique) if unique else 0.0
-        result["fcd"] = frechet_chemnet_distance([s for s, _ in valid], ref_valid, fcd_device)
+        moments = {k: stats[k] for k in ("mu", "sigma") if k in stats}
+        result["fcd"] = frechet_chemnet_distance([s for s, _ in valid], [], fcd_device,
+                                                 moments) if moments else None
     return result
 
 

@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from bioxlstm.data.smiles import parse_molecule, read_smiles
 from bioxlstm.io import atomic_write, check_output_dir
-from bioxlstm.molecule_metrics import molecule_metrics, plot_properties, properties
+from bioxlstm.molecule_metrics import molecule_metrics, plot_properties, properties, reference_statistics
 
 METRICS_FILE = "metrics.json"
 PLOT_FILE = "properties.png"
-ROWS = (("samples", "samples", "{:,}"), ("validity", "validity", "{:.4f}"),
+ROWS = (("samples", "samples", "{:,}"), ("valid", "valid molecules", "{:,}"),
+        ("validity", "validity", "{:.4f}"),
         ("uniqueness", "uniqueness (of valid)", "{:.4f}"),
         ("novelty_train", "novelty vs train (of unique)", "{:.4f}"),
         ("novelty_reference", "novelty vs reference (of unique)", "{:.4f}"),
         ("unique_scaffolds", "unique Bemis-Murcko scaffolds", "{:,}"),
         ("internal_diversity", "internal diversity (1 - mean Tanimoto)", "{:.4f}"),
-        ("fcd", "FCD to reference", "{:.3f}"))
+        ("fcd", "FCD to reference", "{:.3f}"), ("reference_valid", "valid reference molecules", "{:,}"))
+
+
+def report(line: str) -> None:
+    """A progress line on standard error (shown in log files too)."""
+    print(f"bioxlstm: {line}", file=sys.stderr, flush=True)
 
 
 def evaluate_molecule_file(
@@ -39,10 +46,14 @@ def evaluate_molecule_file(
     gen = read_smiles(generated, keep_empty=True)
     ref = read_smiles(reference) if reference is not None else None
     known = read_smiles(train) if train is not None else None
-    result = molecule_metrics(gen, ref, known, fcd_device=fcd_device, seed=seed)
+    report(f"evaluating {len(gen):,} generated molecules"
+           + (f" against {len(ref):,} reference molecules" if ref is not None else ""))
+    result = molecule_metrics(gen, ref, known, fcd_device=fcd_device, seed=seed, note=report)
     gen_props = properties([m for s in gen if (m := parse_molecule(s)) is not None])
-    ref_props = None if ref is None else properties(
-        [m for s in ref if (m := parse_molecule(s)) is not None])
+    ref_props = None
+    if ref is not None:  # cached by molecule_metrics a moment ago
+        stats = reference_statistics(ref, fcd_device)
+        ref_props = {name: stats[name] for name in gen_props}
     for name, values in gen_props.items():
         result[f"mean_{name}"] = float(values.mean()) if values.size else None
         if ref_props is not None:

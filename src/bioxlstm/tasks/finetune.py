@@ -176,9 +176,14 @@ def _fit(model: SequenceClassifier, train: LabelledData, valid: LabelledData,
                                         len(model.classes))
         history.append({"epoch": epoch, "train_loss": loss,
                         **{f"valid_{k}": v for k, v in scores.items()}})
-        if best is None or scores[config.select] > best:
+        improved = best is None or scores[config.select] > best
+        if improved:
             best, best_epoch = scores[config.select], epoch
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        tqdm.write(f"bioxlstm: epoch {epoch}/{config.epochs}: train loss {loss:.4f}, valid "
+                   f"{config.select} {scores[config.select]:.4f}"
+                   + (" (best so far)" if improved else f" (best: epoch {best_epoch})"),
+                   file=sys.stderr)
     model.load_state_dict(best_state)
     return best_epoch, history
 
