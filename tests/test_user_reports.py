@@ -98,3 +98,14 @@ def test_finetune_reports_each_epoch_as_a_line(tmp_path, capsys):
                  str(tmp_path / "out"), "--epochs", "2", "--batch-size", "8", "--device", "cpu"]) == 0
     err = capsys.readouterr().err
     assert "epoch 1/2: train loss" in err and "epoch 2/2: train loss" in err
+
+
+def test_a_split_too_small_says_how_many_items_it_needs():
+    import pytest as _pytest
+
+    from bioxlstm.errors import ConfigError
+    from bioxlstm.tasks.pretrain_smiles import _split
+
+    with _pytest.raises(ConfigError, match="4 molecules cannot be split with valid_fraction=0.1: "
+                                           "that needs at least 5 molecules"):
+        _split(["C"] * 4, 0.1, 0, "molecules")

@@ -38,10 +38,10 @@ class EmbedConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "chunk_tokens"):
+        for name, least in (("batch_size", 1), ("chunk_tokens", 2)):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 2:
-                raise ConfigError(f"embed field '{name}' must be an integer of at least 2, "
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise ConfigError(f"embed field '{name}' must be an integer of at least {least}, "
                                   f"got {value!r}")
 
 

@@ -18,11 +18,11 @@ from bioxlstm.io import atomic_write, check_output_file
 
 # options each kind of generation reads, by request field (the CLI names them --field-name)
 OPTIONS = {
-    "sequence": {"prompt", "num", "length"},
-    "family": {"msa", "num_context", "num_samples", "max_residues"},
-    "smiles": {"context_smiles", "num_context", "num_samples", "batch_size", "length"},
+    "sequence": {"prompt", "length"},
+    "family": {"msa", "num_context", "max_residues"},
+    "smiles": {"context_smiles", "num_context", "batch_size", "length"},
 }
-COMMON = {"checkpoint", "temperature", "top_k", "top_p", "seed", "out", "device"}
+COMMON = {"checkpoint", "num", "num_samples", "temperature", "top_k", "top_p", "seed", "out", "device"}
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def _generate_sequences(request: GenerateRequest) -> None:
     model, alphabet = load_model(request.checkpoint, request.device)
     device = next(model.parameters()).device
     sep = alphabet.stop_id
-    prompt = [alphabet.bos_id, *alphabet.encode(request.prompt or "", "prompt")]
+    prompt = [alphabet.bos_id, *alphabet.encode(request.prompt or "", "--prompt")]
     specials = [alphabet.id(t) for t in alphabet.specials if alphabet.id(t) != sep]
     generator = torch.Generator(device).manual_seed(request.seed)
     out = model.generate(torch.tensor([prompt] * request.count, device=device), request.length or 100,

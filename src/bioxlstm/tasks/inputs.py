@@ -14,9 +14,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from bioxlstm.alphabets import Alphabet
 from bioxlstm.config import ModelConfig
 from bioxlstm.devices import resolve_device
-from bioxlstm.errors import BioXLSTMError
+from bioxlstm.errors import BioXLSTMError, ConfigError
 from bioxlstm.model import XLSTMLanguageModel
 from bioxlstm.pooling import base_mask
 from bioxlstm.vocabulary import Vocabulary, vocabulary_for
@@ -27,10 +28,16 @@ class SequenceTooLongError(BioXLSTMError, ValueError):
 
 
 def load_model(checkpoint: str | Path, device: str = "auto") -> tuple[XLSTMLanguageModel, Vocabulary]:
-    """A checkpoint's model in eval mode on `device`, and its vocabulary."""
+    """A checkpoint's model in eval mode on `device`, and its alphabet; refuses a SMILES model,
+    since these commands read FASTA sequences."""
     model = XLSTMLanguageModel.from_pretrained(checkpoint).to(resolve_device(device)).eval()
     directory = checkpoint if Path(checkpoint).is_dir() else None
-    return model, vocabulary_for(model.config, directory)
+    vocabulary = vocabulary_for(model.config, directory)
+    if not isinstance(vocabulary, Alphabet):
+        raise ConfigError(f"{checkpoint} is a {vocabulary.name} model, and this command reads FASTA "
+                          "sequences (DNA or protein); for molecules use `bioxlstm generate` and "
+                          "`bioxlstm evaluate-molecules`")
+    return model, vocabulary
 
 
 def can_run_in_pieces(config: ModelConfig) -> bool:

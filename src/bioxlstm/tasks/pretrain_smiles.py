@@ -67,7 +67,9 @@ def _split(items: list, fraction: float, seed: int, what: str) -> tuple[list, li
     """A seeded random (train, valid) split with at least one item on each side."""
     n_valid = round(len(items) * fraction)
     if len(items) < 2 or n_valid < 1 or n_valid >= len(items):
-        raise ConfigError(f"{len(items)} {what} cannot be split with valid_fraction={fraction}")
+        needed = next(n for n in range(2, 10**9) if 1 <= round(n * fraction) < n)
+        raise ConfigError(f"{len(items)} {what} cannot be split with valid_fraction={fraction}: "
+                          f"that needs at least {needed} {what} (or a larger --valid-fraction)")
     order = torch.randperm(len(items), generator=torch.Generator().manual_seed(seed)).tolist()
     return [items[j] for j in order[n_valid:]], [items[j] for j in order[:n_valid]]
 
