@@ -107,5 +107,5 @@ def test_a_split_too_small_says_how_many_items_it_needs():
     from bioxlstm.tasks.pretrain_smiles import _split
 
     with _pytest.raises(ConfigError, match="4 molecules cannot be split with valid_fraction=0.1: "
-                                           "that needs at least 5 molecules"):
+                                           "that needs at least 6 molecules"):
         _split(["C"] * 4, 0.1, 0, "molecules")
