@@ -118,3 +118,22 @@ def test_cli_embed_errors_and_help(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["embed", "--help"])
     assert "--per-token" in capsys.readouterr().out
+
+
+def test_smiles_molecules_are_embedded_with_their_names(tmp_path):
+    from bioxlstm.smiles import SmilesTokenizer
+
+    tokenizer = SmilesTokenizer.build(["CCO", "c1ccccc1", "CCN"])
+    torch.manual_seed(0)
+    XLSTMLanguageModel(preset("tiny-chem-xlstm", vocab_size=len(tokenizer))).save_pretrained(tmp_path / "c")
+    tokenizer.save(tmp_path / "c")
+    smi = tmp_path / "m.smi"
+    smi.write_text("SMILES,name\nCCO,ethanol\nc1ccccc1,benzene\nCCN\n")
+    out = tmp_path / "e.npy"
+    assert main(["embed", str(tmp_path / "c"), "--smiles", str(smi), "--out", str(out),
+                 "--device", "cpu"]) == 0
+    assert np.load(out).shape == (3, 64)
+    assert out.with_suffix(".ids.txt").read_text().split() == ["ethanol", "benzene", "mol4"]
+    assert main(["embed", str(tmp_path / "c"), "--fasta", str(smi), "--out", str(out)]) == 2
+    smi.write_text("CCO\nCCSi\n")
+    assert main(["embed", str(tmp_path / "c"), "--smiles", str(smi), "--out", str(out)]) == 2

@@ -16,13 +16,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _register_embed(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "embed", help="per-sequence (and per-base) embeddings of a FASTA file",
-        description="Mean-pooled hidden states of each record, written as .npy (N x d float32, ids "
+        "embed", help="per-sequence (and per-token) embeddings of a FASTA or SMILES file",
+        description="Mean-pooled hidden states of each record (FASTA with a DNA or protein model) or "
+                    "molecule (--smiles with a SMILES model), written as .npy (N x d float32, ids "
                     "in <out>.ids.txt) or .parquet (id, embedding; needs pyarrow); --per-token adds "
                     "an .npz of (length x d) arrays keyed by record id. Long records run in pieces "
                     "of --chunk-tokens carrying the recurrent state, so memory stays bounded.")
     p.add_argument("checkpoint", help="checkpoint directory (config.json + model.safetensors)")
-    p.add_argument("--fasta", required=True, help="FASTA file, plain or gzip")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--fasta", help="FASTA file of sequences, plain or gzip (DNA or protein model)")
+    source.add_argument("--smiles", help="molecules, one SMILES a line with an optional name column "
+                                         "(.smi/.csv, gzip allowed; a SMILES model)")
     p.add_argument("--out", required=True, help="pooled embeddings: .npy or .parquet")
     p.add_argument("--per-token", help="also write per-base embeddings to this .npz")
     add_batching(p, "records")
@@ -34,7 +38,8 @@ def run_embed(args: argparse.Namespace) -> None:
 
     config = EmbedConfig(batch_size=args.batch_size, chunk_tokens=args.chunk_tokens,
                          device=args.device)
-    result = embed_fasta(args.fasta, args.checkpoint, args.out, args.per_token, config)
+    result = embed_fasta(args.fasta, args.checkpoint, args.out, args.per_token, config,
+                         smiles=args.smiles)
     print(f"embedded {result.records} records ({result.dim} dimensions): "
           f"{', '.join(map(str, result.files))}")
 

@@ -62,6 +62,20 @@ def read_smiles(path: str | Path, keep_empty: bool = False) -> list[str]:
     return out
 
 
+def read_smiles_records(path: str | Path) -> list[tuple[str, str]]:
+    """(id, SMILES) per molecule line: the id is the line's second field (a name or id column) when
+    there is one, else `mol<line number>`; a 'SMILES' header line is skipped."""
+    records = []
+    for j, line in enumerate(read_lines(path), 1):
+        fields = line.replace(",", " ").split()
+        if not fields or (j == 1 and fields[0].lower() in HEADERS):
+            continue
+        records.append((fields[1] if len(fields) > 1 else f"mol{j}", fields[0]))
+    if not records:
+        raise SmilesFileError(f"{path}: no SMILES in the file")
+    return records
+
+
 def read_domains(path: str | Path) -> list[list[str]]:
     """Molecular domains, one per line as its molecules joined by '.' (the Chem-xLSTM ICL format);
     each entry may carry name and id columns after its SMILES, which are dropped."""

@@ -1,4 +1,5 @@
-"""Per-sequence (mean-pooled) and optional per-base embeddings of the records of a FASTA file.
+"""Per-sequence (mean-pooled) and optional per-token embeddings of a FASTA file's records, or of a
+SMILES file's molecules (one a line, optional name column) with a SMILES model.
 
 Pooled output: `.npy` (float32, N x d, row i = record i) with the record ids in `<name>.ids.txt`,
 or `.parquet` (columns `id`, `embedding`; needs pyarrow). Per-base output: `.npz` keyed by record
@@ -17,9 +18,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from bioxlstm.data.fasta import read_fasta
+from bioxlstm.data.smiles import read_smiles_records
 from bioxlstm.errors import BioXLSTMError, ConfigError
 from bioxlstm.io import atomic_write, check_output_file
 from bioxlstm.tasks.inputs import length_batches, load_model, pad_batch, pooled_embeddings
+from bioxlstm.vocabulary import Vocabulary
 
 POOLED_FORMATS = (".npy", ".parquet")
 
@@ -55,9 +58,13 @@ class EmbedResult:
 
 
 def embed_fasta(fasta: str | Path, checkpoint: str | Path, out: str | Path,
-                per_token: str | Path | None = None, config: EmbedConfig | None = None) -> EmbedResult:
-    """Embed every record of `fasta` with the checkpoint's model; see the module doc for formats."""
+                per_token: str | Path | None = None, config: EmbedConfig | None = None,
+                smiles: str | Path | None = None) -> EmbedResult:
+    """Embed every record of `fasta` (or every molecule of a `smiles` file, with a SMILES model)
+    with the checkpoint's model; see the module doc for formats."""
     config = config or EmbedConfig()
+    if (fasta is None) == (smiles is None):
+        raise ConfigError("embed reads one input: --fasta (sequences) or --smiles (molecules)")
     out = Path(out)
     if out.suffix not in POOLED_FORMATS:
         raise EmbedOutputError(f"{out}: the pooled output must end in {' or '.join(POOLED_FORMATS)}")
@@ -68,13 +75,10 @@ def embed_fasta(fasta: str | Path, checkpoint: str | Path, out: str | Path,
     check_output_file(out, "--out")
     if per_token is not None:
         check_output_file(per_token, "--per-token")
-    model, alphabet = load_model(checkpoint, config.device)
-    names, tokens = [], []
-    for name, seq in read_fasta(fasta):
-        names.append(name)
-        tokens.append(np.asarray(alphabet.encode(seq, record=name), dtype=np.uint8))
+    model, alphabet = load_model(checkpoint, config.device, smiles=smiles is not None)
+    names, tokens = _records(alphabet, fasta, smiles)
     if per_token is not None:
-        _check_unique(names, fasta)
+        _check_unique(names, fasta or smiles)
     device = next(model.parameters()).device
     pooled: list[np.ndarray | None] = [None] * len(tokens)
     bar = tqdm(total=sum(len(t) for t in tokens), unit="bp", unit_scale=True, dynamic_ncols=True,
@@ -101,6 +105,21 @@ def embed_fasta(fasta: str | Path, checkpoint: str | Path, out: str | Path,
     _write_pooled(out, names, matrix)
     files = [out, out.with_suffix(".ids.txt")] if out.suffix == ".npy" else [out]
     return EmbedResult(len(names), matrix.shape[1], files + ([Path(per_token)] if per_token else []))
+
+
+def _records(vocabulary: Vocabulary, fasta: str | Path | None,
+             smiles: str | Path | None) -> tuple[list[str], list[np.ndarray]]:
+    """Record ids and token ids of a FASTA file's records or a SMILES file's molecules."""
+    if fasta is not None:
+        pairs = [(name, vocabulary.encode(seq, record=name)) for name, seq in read_fasta(fasta)]
+    else:
+        pairs = []
+        for name, text in read_smiles_records(smiles):
+            if unknown := vocabulary.unknown_tokens(text):
+                raise ConfigError(f"{smiles}: molecule {name} ({text}) has tokens outside the "
+                                  f"model's vocabulary: {' '.join(unknown)}")
+            pairs.append((name, vocabulary.encode(text)))
+    return [n for n, _ in pairs], [np.asarray(ids, dtype=np.int64) for _, ids in pairs]
 
 
 def _check_unique(names: list[str], fasta: str | Path) -> None:

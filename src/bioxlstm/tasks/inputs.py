@@ -27,13 +27,17 @@ class SequenceTooLongError(BioXLSTMError, ValueError):
     """A sequence is longer than a model that cannot run in pieces may take at once."""
 
 
-def load_model(checkpoint: str | Path, device: str = "auto") -> tuple[XLSTMLanguageModel, Vocabulary]:
-    """A checkpoint's model in eval mode on `device`, and its alphabet; refuses a SMILES model,
-    since these commands read FASTA sequences."""
+def load_model(checkpoint: str | Path, device: str = "auto", smiles: bool = False
+               ) -> tuple[XLSTMLanguageModel, Vocabulary]:
+    """A checkpoint's model in eval mode on `device`, and its vocabulary; a SMILES model is refused
+    unless the caller reads molecules (`smiles`), since the others read FASTA sequences."""
     model = XLSTMLanguageModel.from_pretrained(checkpoint).to(resolve_device(device)).eval()
     directory = checkpoint if Path(checkpoint).is_dir() else None
     vocabulary = vocabulary_for(model.config, directory)
-    if not isinstance(vocabulary, Alphabet):
+    if smiles != (not isinstance(vocabulary, Alphabet)):
+        if smiles:
+            raise ConfigError(f"{checkpoint} is a {vocabulary.name} model; --smiles needs a SMILES "
+                              "model (use --fasta for sequences)")
         raise ConfigError(f"{checkpoint} is a {vocabulary.name} model, and this command reads FASTA "
                           "sequences (DNA or protein); for molecules use `bioxlstm generate` and "
                           "`bioxlstm evaluate-molecules`")
