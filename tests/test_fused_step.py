@@ -5,8 +5,9 @@ import torch
 
 from bioxlstm import XLSTMLanguageModel, preset
 from bioxlstm.layers import fused_step
+from bioxlstm.layers.cpu_kernels import GENERATION_STEP
 
-needs_kernel = pytest.mark.skipif(fused_step.load() is None, reason="no C++ compiler here")
+needs_kernel = pytest.mark.skipif(GENERATION_STEP.load() is None, reason="no C++ compiler here")
 SHAPES = ["tiny-mlstm", "tiny-slstm", "tiny-mixed", "tiny-prot-xlstm", "dna-xlstm-500k",
           "dna-xlstm-4m"]
 TOL = {torch.float32: dict(rtol=1e-4, atol=2e-5), torch.float64: dict(rtol=1e-9, atol=1e-11)}
@@ -107,7 +108,7 @@ def test_step_advances_the_state_in_place(name, dtype, generic):
             if t == 4:  # the sequence forms leave some state non-contiguous: copied once
                 tensors = leaves(state)
     assert_states_close(state, ref.state, dtype)
-    if fused_step.load() is not None:
+    if GENERATION_STEP.load() is not None:
         assert all(a is b for a, b in zip(leaves(state), tensors, strict=True))
 
 
@@ -125,7 +126,7 @@ def test_generate_draws_the_same_tokens_as_the_generic_path(name, dtype, generic
 
 
 def test_without_the_kernel_everything_runs_generic(monkeypatch, generic):
-    monkeypatch.setattr(fused_step, "load", lambda: None)
+    monkeypatch.setattr(GENERATION_STEP, "load", lambda: None)
     model = model_of("tiny-mixed")
     prompt = torch.randint(0, 12, (2, 4))
     gen = model.generate(prompt, 6, generator=torch.Generator().manual_seed(0))

@@ -9,8 +9,9 @@ from conftest import fused_and_unfused_runs
 
 from bioxlstm import XLSTMLanguageModel, preset
 from bioxlstm.layers import blocks, gelu_gate_cpu
+from bioxlstm.layers.cpu_kernels import GELU_GATE
 
-pytestmark = pytest.mark.skipif(gelu_gate_cpu.load() is None, reason="kernel not built")
+pytestmark = pytest.mark.skipif(GELU_GATE.load() is None, reason="kernel not built")
 
 
 def halves(shape, dtype, seed=0):

@@ -5,12 +5,13 @@ import pytest
 import torch
 
 from bioxlstm import XLSTMLanguageModel, preset
-from bioxlstm.layers import backends, blocks, mlstm_cpu, mlstm_input_cpu, mlstm_output_cpu
+from bioxlstm.layers import backends, blocks
 from bioxlstm.layers.blocks import mixer_dtype
+from bioxlstm.layers.cpu_kernels import MLSTM_CELL, MLSTM_INPUTS, MLSTM_OUTPUT_GATE
 from bioxlstm.layers.dense import split_linear
 
 kernels_built = pytest.mark.skipif(
-    any(m.load() is None for m in (mlstm_cpu, mlstm_input_cpu, mlstm_output_cpu)),
+    any(k.load() is None for k in (MLSTM_CELL, MLSTM_INPUTS, MLSTM_OUTPUT_GATE)),
     reason="CPU extensions not built")
 
 

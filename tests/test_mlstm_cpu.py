@@ -10,9 +10,10 @@ from conftest import mlstm_inputs, random_mlstm_state
 
 from bioxlstm.config import preset
 from bioxlstm.layers import backends, blocks, mlstm_cpu
+from bioxlstm.layers.cpu_kernels import MLSTM_CELL
 from bioxlstm.layers.mlstm import mlstm_chunkwise, mlstm_parallel
 
-pytestmark = pytest.mark.skipif(mlstm_cpu.load() is None, reason="mLSTM CPU kernel not built")
+pytestmark = pytest.mark.skipif(MLSTM_CELL.load() is None, reason="mLSTM CPU kernel not built")
 
 # (B, NH, S, DH, DV, chunk): tails, S = 1, S below one chunk, chunk 1, DV != DH
 SHAPES = [
@@ -165,9 +166,9 @@ def test_bad_state_shape_raises():
 
 
 def test_disabled_by_environment():
-    code = ("from bioxlstm.layers import mlstm_cpu; import torch; "
-            "q = torch.zeros(1, 1, 2, 4); "
-            "print(mlstm_cpu.load() is None, mlstm_cpu.fused_supported(q, q, q, None))")
+    code = ("from bioxlstm.layers import mlstm_cpu; from bioxlstm.layers.cpu_kernels import "
+            "MLSTM_CELL; import torch; q = torch.zeros(1, 1, 2, 4); "
+            "print(MLSTM_CELL.load() is None, mlstm_cpu.fused_supported(q, q, q, None))")
     env = {**os.environ, "BIOXLSTM_NO_EXTENSIONS": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True)
@@ -187,7 +188,7 @@ def test_no_grad_forward_keeps_no_chunk_scores_or_states_and_agrees():
     # the kernel's own arrays: (B, NH, chunks, L, L) scores and (B, NH, states, DH, DV) states
     C0, n0, m0 = state
     args = [t.detach().contiguous() for t in (q, k, v, i, f, C0, n0, m0)]
-    _, Cs, _, _, _, _, Ss = mlstm_cpu.load().forward(*args, 32, 1e-6, False)
+    _, Cs, _, _, _, _, Ss = MLSTM_CELL.load().forward(*args, 32, 1e-6, False)
     assert Cs.shape[2] == Ss.shape[2] == 1
-    _, Cs, _, _, _, _, Ss = mlstm_cpu.load().forward(*args, 32, 1e-6, True)
+    _, Cs, _, _, _, _, Ss = MLSTM_CELL.load().forward(*args, 32, 1e-6, True)
     assert (Cs.shape[2], Ss.shape[2]) == (6, 5)  # 150 tokens: 5 chunks of 32

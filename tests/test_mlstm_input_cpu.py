@@ -9,8 +9,9 @@ from conftest import fused_and_unfused_runs
 
 from bioxlstm import preset
 from bioxlstm.layers import cpu_build, mlstm_input_cpu
+from bioxlstm.layers.cpu_kernels import MLSTM_INPUTS
 
-pytestmark = pytest.mark.skipif(mlstm_input_cpu.load() is None, reason="kernel not built")
+pytestmark = pytest.mark.skipif(MLSTM_INPUTS.load() is None, reason="kernel not built")
 
 
 def reference(x, state, w, b, Wq, Wk, Wv, Wg, bg, NH):
@@ -100,14 +101,13 @@ def test_large_blocks_take_the_torch_operators():
 def test_avx512_build_equals_portable_build(monkeypatch, D, dtype):
     """The 64-byte-vector build against the 32-byte one: the diagonal path at each width, the
     generic path where D is not a whole number of 64-byte vectors."""
-    assert "avx512" in mlstm_input_cpu.load().__name__
-    portable = cpu_build.build_extension(mlstm_input_cpu.EXTENSION_NAME, mlstm_input_cpu._SOURCE,
-                                         ["forward", "backward"], "test")
+    assert "avx512" in MLSTM_INPUTS.load().__name__
+    portable = cpu_build.build_extension(MLSTM_INPUTS.source, "test")
     args, _ = make(2, 70, D, 4, 4, 2, dtype, True)
     cots = None
     results = []
-    for module in (mlstm_input_cpu.load(), portable):
-        monkeypatch.setattr(mlstm_input_cpu, "load", lambda module=module: module)
+    for module in (MLSTM_INPUTS.load(), portable):
+        monkeypatch.setattr(MLSTM_INPUTS, "load", lambda module=module: module)
         out = mlstm_input_cpu.mlstm_inputs_fused(*args, 2)
         cots = cots or [torch.randn_like(t) for t in out]
         grads = torch.autograd.grad(sum((o * c).sum() for o, c in zip(out, cots)), args)

@@ -5,9 +5,10 @@ import torch
 import torch.nn.functional as F
 
 from bioxlstm.layers import mlstm_output_cpu
+from bioxlstm.layers.cpu_kernels import MLSTM_OUTPUT_GATE
 from bioxlstm.layers.primitives import MultiHeadNorm
 
-pytestmark = pytest.mark.skipif(mlstm_output_cpu.load() is None, reason="kernel not built")
+pytestmark = pytest.mark.skipif(MLSTM_OUTPUT_GATE.load() is None, reason="kernel not built")
 
 
 @pytest.mark.parametrize("NH, DH", [(4, 16), (1, 8), (3, 5)])

@@ -117,9 +117,9 @@ SHAPES = [(2, 19, 2, 4), (1, 1, 1, 1), (1, 9, 1, 5), (3, 17, 3, 3), (2, 8, 2, 16
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_compiled_cpu_loops_equal_the_pytorch_loops(dtype, shape, monkeypatch):
-    from bioxlstm.layers import slstm_cpu
+    from bioxlstm.layers.cpu_kernels import SLSTM_SCAN
 
-    if slstm_cpu.load() is None:
+    if SLSTM_SCAN.load() is None:
         pytest.skip("the sLSTM CPU kernel could not be built here")
     B, S, NH, DH = shape
     wx, R, b = (t.to(dtype) for t in inputs(B=B, S=S, NH=NH, DH=DH))
@@ -128,7 +128,7 @@ def test_compiled_cpu_loops_equal_the_pytorch_loops(dtype, shape, monkeypatch):
     results = []
     for use_kernel in (True, False):
         if not use_kernel:
-            monkeypatch.setattr(slstm_cpu, "load", lambda: None)
+            monkeypatch.setattr(SLSTM_SCAN, "load", lambda: None)
         xs = [t.detach().clone().requires_grad_(True) for t in leaves]
         h, end = slstm_scan(xs[0], xs[1], xs[2], (*xs[3:], state[3]))
         upstream = torch.ones_like(h)
@@ -168,18 +168,18 @@ def test_empty_sequence_passes_the_state_through():
 @pytest.mark.parametrize("shape", [(2, 19, 2, 16), (2, 11, 1, 33)])
 def test_avx512_build_equals_portable_build(shape, monkeypatch):
     """The 64-byte-vector build of the kernel against the 32-byte one, values and gradients."""
-    from bioxlstm.layers import cpu_build, slstm_cpu
+    from bioxlstm.layers import cpu_build
+    from bioxlstm.layers.cpu_kernels import SLSTM_SCAN
 
-    if not cpu_build.avx512_build_possible() or slstm_cpu.load() is None:
+    if not cpu_build.avx512_build_possible() or SLSTM_SCAN.load() is None:
         pytest.skip("no AVX-512 build on this CPU")
-    portable = cpu_build.build_extension(slstm_cpu.EXTENSION_NAME, slstm_cpu._SOURCE,
-                                         ["forward", "backward"], "test")
+    portable = cpu_build.build_extension(SLSTM_SCAN.source, "test")
     B, S, NH, DH = shape
     wx, R, b = inputs(B=B, S=S, NH=NH, DH=DH)
     state = random_state(B=B, NH=NH, DH=DH)
     results = []
-    for module in (slstm_cpu.load(), portable):
-        monkeypatch.setattr(slstm_cpu, "load", lambda module=module: module)
+    for module in (SLSTM_SCAN.load(), portable):
+        monkeypatch.setattr(SLSTM_SCAN, "load", lambda module=module: module)
         xs = [t.detach().clone().requires_grad_(True) for t in (wx, R, b, *state[:3])]
         h, end = slstm_scan(xs[0], xs[1], xs[2], (*xs[3:], state[3]))
         results.append([h, *end, *torch.autograd.grad(h.sum() + end[0].sum(), xs)])

@@ -9,8 +9,9 @@ from conftest import fused_and_unfused_runs
 
 from bioxlstm import preset
 from bioxlstm.layers import slstm_input_cpu
+from bioxlstm.layers.cpu_kernels import SLSTM_INPUTS
 
-pytestmark = pytest.mark.skipif(slstm_input_cpu.load() is None, reason="kernel not built")
+pytestmark = pytest.mark.skipif(SLSTM_INPUTS.load() is None, reason="kernel not built")
 
 
 def reference(x, state, w, b, W):

@@ -9,7 +9,7 @@ Two implementations of the same scan: `slstm_step` in a loop under autograd (the
 `SLSTMScan`, which runs the same loop without recording it and back-propagates through time by
 hand. Its backward treats the stabiliser m as a constant, which is exact: c and n both carry the
 factor exp(-m), so h = sigma(o) c / n does not depend on it. On CPU its loops run compiled
-(`slstm_cpu`) when the extension can be built, else as the PyTorch loops below.
+(csrc/slstm_scan.cpp) when the extension can be built, else as the PyTorch loops below.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bioxlstm.layers import slstm_cpu
+from bioxlstm.layers.cpu_kernels import SLSTM_SCAN
 
 SLSTMState = tuple[Tensor, Tensor, Tensor, Tensor]
 
@@ -76,7 +76,7 @@ class SLSTMScan(torch.autograd.Function):
                 m0: Tensor):
         dt = h0.dtype
         args = [t.to(dt).contiguous() for t in (wx, bias, R, h0, c0, n0, m0)]
-        ext = slstm_cpu.load() if wx.device.type == "cpu" else None
+        ext = SLSTM_SCAN.load() if wx.device.type == "cpu" else None
         if ext is not None:
             with torch.autocast("cpu", enabled=False):  # the kernel reads float/double buffers
                 hs, cs, ns, acts, m = ext.forward(*args)
@@ -111,7 +111,7 @@ class SLSTMScan(torch.autograd.Function):
 
 def _forward_loop(wx: Tensor, bias: Tensor, Rd: Tensor, h0: Tensor, c0: Tensor, n0: Tensor,
                   m0: Tensor):
-    """The scan in PyTorch ops, recording what the backward needs (see slstm_cpu for the same in C++)."""
+    """The scan in PyTorch ops, recording what the backward needs (csrc/slstm_scan.cpp has it in C++)."""
     B, S = wx.shape[:2]
     xs = wx + bias
     hs = h0.new_empty(B, S, *h0.shape[1:])

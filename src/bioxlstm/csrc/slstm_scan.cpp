@@ -1,24 +1,11 @@
-"""Optional compiled CPU loops for the sLSTM scan: the same arithmetic as `SLSTMScan`, in C++.
-
-Built on first use with torch's inline extension loader (needs a C++ compiler and ninja) and
-cached by torch; if the build fails, or BIOXLSTM_NO_EXTENSIONS=1 is set, `load()` returns None and
-the pure-PyTorch loops run instead. Every (batch, head) pair is its own recurrence, so the loops
-run over time inside one parallel region (built with -fopenmp, without which at::parallel_for
-runs on one thread), with the small recurrent matvec written out by hand in eight independent
-chains of vector sums: no per-step allocation, dispatch or thread synchronisation. The gate
-arithmetic is vectorised through glibc's libmvec where `cpu_build` finds it, with an AVX2 build
-picked at load time where the CPU has it.
-"""
-
-from __future__ import annotations
-
-from functools import cache
-from types import ModuleType
-
-from bioxlstm.layers.cpu_build import SIMD_PRELUDE, build_extension
-
-_SOURCE = SIMD_PRELUDE + r"""
+// The sLSTM scan's loops, forward and back-propagation through time: every (batch, head) pair is
+// its own recurrence, so all steps run inside one parallel region, the small recurrent matvec
+// written out in eight independent chains of vector sums (layers/slstm_cpu.py, layers/slstm.py).
+// The per-pair loops use BX_CLONES and libmvec (bioxlstm_common.h); on a CPU with AVX-512 the
+// whole kernel is built for it, with 64-byte vectors.
 #include <torch/extension.h>
+#include "bioxlstm_common.h"
+
 #include <atomic>
 #include <algorithm>
 #include <cmath>
@@ -27,10 +14,8 @@ _SOURCE = SIMD_PRELUDE + r"""
 
 #include <ATen/Parallel.h>
 
-// The per-pair loops use BX_CLONES and libmvec through SIMD_PRELUDE (see cpu_build); on a CPU
-// with AVX-512 the whole kernel is built for it, with 64-byte vectors.
-
-template <typename T> struct Lanes { typedef T vec __attribute__((vector_size(BX_VEC_BYTES))); };
+// The vectors are loaded and stored with memcpy in place (vload and vstore compile to the same
+// loads, but GCC then allocates this file's registers differently).
 
 // y[j0 : j0 + NV L] = sum_r v[r] * W[r, j0 : j0 + NV L] (L lanes per vector) with the rows split
 // into P interleaved partial sums: NV P independent chains of FMAs, all in registers, so the
@@ -38,8 +23,8 @@ template <typename T> struct Lanes { typedef T vec __attribute__((vector_size(BX
 template <typename T, int NV, int P>
 static BX_INLINE void vec_mat_block(const T* __restrict__ v, const T* __restrict__ W,
                                     int64_t rows, int64_t cols, T* __restrict__ y) {
-  typedef typename Lanes<T>::vec V;
-  constexpr int64_t L = sizeof(V) / sizeof(T);
+  using V = Vec<T>;
+  constexpr int64_t L = kLanes<T>;
   V acc[P][NV] = {};
   int64_t r = 0;
   for (; r + P <= rows; r += P)
@@ -66,7 +51,7 @@ static BX_INLINE void vec_mat_block(const T* __restrict__ v, const T* __restrict
 template <typename T>
 static BX_INLINE void vec_mat(const T* __restrict__ v, const T* __restrict__ W, int64_t rows,
                               int64_t cols, T* __restrict__ y) {
-  constexpr int64_t L = sizeof(typename Lanes<T>::vec) / sizeof(T);
+  constexpr int64_t L = kLanes<T>;
   int64_t j = 0;
   for (; j + 8 * L <= cols; j += 8 * L) vec_mat_block<T, 8, 1>(v, W + j, rows, cols, y + j);
   for (; j + 4 * L <= cols; j += 4 * L) vec_mat_block<T, 4, 2>(v, W + j, rows, cols, y + j);
@@ -86,8 +71,8 @@ constexpr int64_t kSteps = 8;
 template <typename T>
 static BX_INLINE void add_outer(const T* const* v, const T* __restrict__ g, int64_t rows,
                                    int64_t cols, T* __restrict__ dR) {
-  typedef typename Lanes<T>::vec V;
-  constexpr int64_t L = sizeof(V) / sizeof(T);
+  using V = Vec<T>;
+  constexpr int64_t L = kLanes<T>;
   int64_t j = 0;
   for (; j + L <= cols; j += L) {
     V gs[kSteps];
@@ -294,14 +279,8 @@ std::vector<at::Tensor> backward(at::Tensor d_out, at::Tensor dh_end, at::Tensor
   });
   return {d_raw, dh, dc, dn, dR, dbias};
 }
-"""
 
-
-EXTENSION_NAME = "bioxlstm_slstm_cpu_v12"  # a new name for each change of the source
-
-
-@cache
-def load() -> ModuleType | None:
-    """The compiled module, built once per machine and cached by torch; None if unavailable."""
-    return build_extension(EXTENSION_NAME, _SOURCE, ["forward", "backward"],
-                           "sLSTM CPU kernel", avx512=True)
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward", torch::wrap_pybind_function(forward), "forward");
+  m.def("backward", torch::wrap_pybind_function(backward), "backward");
+}
