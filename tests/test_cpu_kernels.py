@@ -2,8 +2,10 @@
 source is one of them."""
 
 from bioxlstm.cli import main
-from bioxlstm.layers.cpu_build import COMMON_HEADER, CSRC
+from bioxlstm.layers import backends, blocks, generation_step  # noqa: F401 (registers the fast paths)
+from bioxlstm.layers.cpu_build import COMMON_HEADER, CSRC, CpuKernel
 from bioxlstm.layers.cpu_kernels import KERNELS, build_cpu_kernels
+from bioxlstm.layers.fast_paths import FAST_PATHS
 
 
 def test_every_kernel_source_is_listed_and_includes_the_common_header() -> None:
@@ -11,6 +13,13 @@ def test_every_kernel_source_is_listed_and_includes_the_common_header() -> None:
     assert sources == {kernel.source for kernel in KERNELS.values()}
     for source in sources:
         assert f'#include "{COMMON_HEADER}"' in (CSRC / f"{source}.cpp").read_text()
+
+
+def test_every_cpu_fast_path_runs_a_listed_kernel() -> None:
+    backends_used = [fast.backend for path in FAST_PATHS.values()
+                     for fast in path.accelerated.values()]
+    cpu = [backend for backend in backends_used if isinstance(backend, CpuKernel)]
+    assert set(map(id, cpu)) == set(map(id, KERNELS.values())) and len(cpu) == len(KERNELS)
 
 
 def test_build_reports_each_kernel_and_its_availability() -> None:

@@ -2,12 +2,14 @@
 
 import pytest
 import torch
+from conftest import count_calls, needs_fast_path
 
 from bioxlstm import XLSTMLanguageModel, preset
-from bioxlstm.layers import fused_step
 from bioxlstm.layers.cpu_kernels import GENERATION_STEP
+from bioxlstm.layers.fast_paths import forced
 
-needs_kernel = pytest.mark.skipif(GENERATION_STEP.load() is None, reason="no C++ compiler here")
+OP = "generation step"
+needs_kernel = needs_fast_path(OP)
 SHAPES = ["tiny-mlstm", "tiny-slstm", "tiny-mixed", "tiny-prot-xlstm", "dna-xlstm-500k",
           "dna-xlstm-4m"]
 TOL = {torch.float32: dict(rtol=1e-4, atol=2e-5), torch.float64: dict(rtol=1e-9, atol=1e-11)}
@@ -24,11 +26,10 @@ def model_of(name, dtype=torch.float32, **overrides):
 
 
 @pytest.fixture
-def generic(monkeypatch):
+def generic():
     """Run a callable with the fused path switched off."""
     def run(fn, *args, **kwargs):
-        with monkeypatch.context() as m:
-            m.setattr(fused_step, "applies", lambda *a: False)
+        with forced("reference", OP):
             return fn(*args, **kwargs)
     return run
 
@@ -65,9 +66,7 @@ def test_steps_match_the_generic_forward(name, dtype, batch, generic):
 @needs_kernel
 def test_forward_uses_the_kernel_only_where_it_applies(monkeypatch):
     model = model_of("tiny-mixed")
-    calls = []
-    real = fused_step.fused_step
-    monkeypatch.setattr(fused_step, "fused_step", lambda *a, **k: calls.append(1) or real(*a, **k))
+    calls = count_calls(monkeypatch, OP)
     ids = torch.randint(0, 12, (2, 5))
     state = model(ids, return_state=True).state
     with torch.no_grad():
@@ -108,7 +107,7 @@ def test_step_advances_the_state_in_place(name, dtype, generic):
             if t == 4:  # the sequence forms leave some state non-contiguous: copied once
                 tensors = leaves(state)
     assert_states_close(state, ref.state, dtype)
-    if GENERATION_STEP.load() is not None:
+    if GENERATION_STEP.available():
         assert all(a is b for a, b in zip(leaves(state), tensors, strict=True))
 
 
@@ -126,7 +125,7 @@ def test_generate_draws_the_same_tokens_as_the_generic_path(name, dtype, generic
 
 
 def test_without_the_kernel_everything_runs_generic(monkeypatch, generic):
-    monkeypatch.setattr(GENERATION_STEP, "load", lambda: None)
+    monkeypatch.setattr(GENERATION_STEP, "available", lambda: False)
     model = model_of("tiny-mixed")
     prompt = torch.randint(0, 12, (2, 4))
     gen = model.generate(prompt, 6, generator=torch.Generator().manual_seed(0))
@@ -190,3 +189,4 @@ def test_step_refuses_models_that_see_ahead_and_missing_state():
     state = causal(torch.tensor([[1, 2]]), return_state=True).state
     with pytest.raises(ValueError, match="bidirectional"):
         model.step(torch.tensor([1]), state)
+

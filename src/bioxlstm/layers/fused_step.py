@@ -10,8 +10,9 @@ hand-fused loops. It reads the model's parameters as they are (no copies), never
 incoming state unless asked to, and returns the same state layout as the generic path, so the
 two paths can be mixed freely.
 
-The kernel is csrc/generation_step.cpp, built on first use by `cpu_build` and cached by torch; if
-the build fails, or BIOXLSTM_NO_EXTENSIONS=1 is set, the generic forward runs instead.
+The kernel is csrc/generation_step.cpp, built on first use by `cpu_build` and cached by torch;
+`generation_step` dispatches between it and the generic forward, which runs where the kernel
+cannot be built, or BIOXLSTM_NO_EXTENSIONS=1 is set.
 """
 
 from __future__ import annotations
@@ -73,16 +74,6 @@ def _plan(model: nn.Module) -> _Plan:
         plan = _Plan(model, _registrations)
         model.__dict__["_fused_step_plan"] = plan
     return plan
-
-
-def applies(model: nn.Module, input_ids: Tensor, state: Any) -> bool:
-    """Whether `fused_step` can run this call: a causal model's one-token CPU step without grad."""
-    config = model.config
-    return (state is not None and input_ids.shape[1] == 1 and not torch.is_grad_enabled()
-            and input_ids.device.type == "cpu" and not config.bidirectional
-            and not config.rc_equivariant and not (model.training and config.dropout > 0)
-            and model.embedding.weight.dtype in (torch.float32, torch.float64)
-            and GENERATION_STEP.load() is not None)
 
 
 def _rotation(model: nn.Module, B: int, position: int, position_ids: Tensor | None,

@@ -12,13 +12,13 @@ stabilised arithmetic exactly, including the routing of the stabilisers' gradien
 maxima, so it matches autograd through `mlstm_chunkwise`; it does not read h back (dh . h comes
 from products it computes anyway).
 
-The work around the cell has kernels of its own: `mlstm_input_cpu` (conv, q/k/v, gates) and
-`mlstm_output_cpu` (the output gate).
+The work around the cell has kernels of its own: `mlstm_inputs` (conv, q/k/v, gates) and
+`mlstm_output_gate` (the output gate). `backends` registers this one as the chunkwise form's
+"fused" implementation.
 
 Built on first use by `cpu_build` (its exp loops vectorised where libmvec exists) and cached by
 torch. The cell calls the MKL that torch's x86 wheels link; if the build or the load fails (e.g. a
-torch without MKL), or BIOXLSTM_NO_EXTENSIONS=1 is set, `MLSTM_CELL.load()` returns None and the
-PyTorch code runs instead.
+torch without MKL), or BIOXLSTM_NO_EXTENSIONS=1 is set, the PyTorch form runs instead.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from bioxlstm.layers.cpu_kernels import MLSTM_CELL
+from bioxlstm.layers.fast_paths import cpu_floats
 from bioxlstm.layers.mlstm import EPS, MLSTMState, check_inputs, zero_state
 
 
@@ -55,12 +56,12 @@ class _FusedChunkwise(torch.autograd.Function):
         return (*grads, None, None, None)
 
 
-def fused_supported(q: Tensor, k: Tensor, v: Tensor, state: MLSTMState | None) -> bool:
-    """Whether `mlstm_chunkwise_fused` can run these inputs: CPU, float32/64, and a built kernel."""
-    tensors = [q, k, v, *(state or ())]
-    return (q.dim() == 4 and q.numel() > 0 and v.numel() > 0 and q.dtype in (torch.float32, torch.float64)
-            and all(t.device.type == "cpu" and t.dtype == q.dtype for t in tensors)
-            and MLSTM_CELL.load() is not None)
+def mlstm_chunkwise_supported(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor,
+                              state: MLSTMState | None, chunk_size: int) -> bool:
+    """Whether `mlstm_chunkwise_fused` takes these inputs: a chunk size of at least 1, and q, k, v
+    and the state non-empty CPU tensors of one dtype, float32 or float64 (i and f are converted)."""
+    return (chunk_size >= 1 and q.dim() == 4 and q.numel() > 0 and v.numel() > 0
+            and cpu_floats(q, k, v, *(state or ())))
 
 
 def mlstm_chunkwise_fused(

@@ -1,19 +1,20 @@
-"""Optional fused CPU kernel of the gated FFN's middle: y = GELU(a) * b, forward and backward.
+"""The gated FFN's middle, y = GELU(a) * b: PyTorch operators, a fused CPU kernel, one dispatcher.
 
 As PyTorch operators the forward is a GELU and a product (two passes, one temporary kept for the
-backward) and the backward two products and GELU's own backward (three passes). Here each is one
-vectorised pass over the rows of a and b, which may be the two strided halves of one projection
-(`dense.split_linear`); GELU(a) is recomputed in the backward instead of stored. The exact (erf)
-GELU, as `F.gelu`. The kernel is csrc/gelu_gate.cpp, built by `cpu_build`; without it the FFN
-runs its PyTorch operators.
+backward) and the backward two products and GELU's own backward (three passes). The fused kernel
+(csrc/gelu_gate.cpp) does each in one vectorised pass over the rows of a and b, which may be the
+two strided halves of one projection (`dense.split_linear`), and recomputes GELU(a) in the
+backward instead of storing it. The exact (erf) GELU, as `F.gelu`.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from bioxlstm.layers.cpu_kernels import GELU_GATE
+from bioxlstm.layers.fast_paths import FastPath, cpu_floats
 
 
 def _rows(t: Tensor) -> Tensor:
@@ -37,13 +38,20 @@ class _GeluGate(torch.autograd.Function):
         return da, db
 
 
-def gelu_gate_supported(a: Tensor, b: Tensor) -> bool:
-    """Whether the kernel can run a and b: same shape, CPU, one float32/64 dtype, built."""
-    return (a.shape == b.shape and a.dtype == b.dtype and a.dtype in (torch.float32, torch.float64)
-            and a.device.type == "cpu" and b.device.type == "cpu"
-            and GELU_GATE.load() is not None)
+def gelu_gate_reference(a: Tensor, b: Tensor) -> Tensor:
+    """F.gelu(a) * b in PyTorch operators."""
+    return F.gelu(a) * b
 
 
 def gelu_gate_fused(a: Tensor, b: Tensor) -> Tensor:
     """F.gelu(a) * b for a, b of one shape (..., F) through the compiled kernel (see module doc)."""
     return _GeluGate.apply(_rows(a), _rows(b)).view(a.shape)
+
+
+def gelu_gate_supported(a: Tensor, b: Tensor) -> bool:
+    """Whether `gelu_gate_fused` takes a and b: one shape, CPU tensors of one dtype, float32/64."""
+    return a.shape == b.shape and cpu_floats(a, b)
+
+
+gelu_gate = FastPath("GELU gate", gelu_gate_reference)
+gelu_gate.register("fused", gelu_gate_fused, gelu_gate_supported, GELU_GATE)

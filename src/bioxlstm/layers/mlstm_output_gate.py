@@ -1,17 +1,20 @@
-"""Optional fused CPU kernel of the mLSTM layer's output gate: per-head norm, skip and SiLU(z).
+"""The mLSTM layer's output gate: PyTorch operators, a fused CPU kernel, one dispatcher.
 
-y = (LN_heads(h) * (1 + w) + skip * c) * silu(z) on token rows, one vectorised pass forward and
-one backward instead of about a dozen full-size elementwise operators and their temporaries. The
-per-(row, head) mean and reciprocal deviation are kept for the backward. The kernel is
-csrc/mlstm_output_gate.cpp, built by `cpu_build`; without it the layer runs its PyTorch operators.
+y = (LN_heads(h) * (1 + w) + skip * c) * silu(z) on token rows. The fused kernel
+(csrc/mlstm_output_gate.cpp) makes one vectorised pass forward and one backward instead of about a
+dozen full-size elementwise operators and their temporaries, keeping the per-(row, head) mean and
+reciprocal deviation for the backward.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from bioxlstm.layers.cpu_kernels import MLSTM_OUTPUT_GATE
+from bioxlstm.layers.fast_paths import FastPath, cpu_floats
+from bioxlstm.layers.primitives import multi_head_norm
 
 
 def _unit_last(x: Tensor) -> Tensor:
@@ -36,12 +39,10 @@ class _OutputGate(torch.autograd.Function):
         return dh, dc, dz, dw, dskip, None, None
 
 
-def output_gate_supported(*tensors: Tensor) -> bool:
-    """Whether the kernel can run these tensors: CPU, one float32/64 dtype, built."""
-    dtype = tensors[0].dtype
-    return (dtype in (torch.float32, torch.float64)
-            and all(t.device.type == "cpu" and t.dtype == dtype for t in tensors)
-            and MLSTM_OUTPUT_GATE.load() is not None)
+def output_gate_reference(h: Tensor, c: Tensor, z: Tensor, norm_weight: Tensor, skip: Tensor,
+                          eps: float) -> Tensor:
+    """(MultiHeadNorm(h) + skip * c) * silu(z) in PyTorch operators."""
+    return torch.addcmul(multi_head_norm(h, norm_weight, eps), skip, c) * F.silu(z)
 
 
 def output_gate_fused(h: Tensor, c: Tensor, z: Tensor, norm_weight: Tensor, skip: Tensor,
@@ -51,3 +52,13 @@ def output_gate_fused(h: Tensor, c: Tensor, z: Tensor, norm_weight: Tensor, skip
     rows = [_unit_last(t.reshape(B * S, NH * DH)) for t in (h, c, z)]
     y = _OutputGate.apply(*rows, norm_weight.contiguous(), skip.contiguous(), NH, float(eps))
     return y.view(B, S, NH * DH)
+
+
+def output_gate_supported(h: Tensor, c: Tensor, z: Tensor, norm_weight: Tensor, skip: Tensor,
+                          eps: float) -> bool:
+    """Whether `output_gate_fused` takes these tensors: CPU tensors of one dtype, float32/64."""
+    return cpu_floats(h, c, z, norm_weight, skip)
+
+
+output_gate = FastPath("mLSTM output gate", output_gate_reference)
+output_gate.register("fused", output_gate_fused, output_gate_supported, MLSTM_OUTPUT_GATE)
