@@ -1,5 +1,8 @@
 """The fused CPU generation step agrees with the generic forward, and is used where it applies."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from conftest import count_calls, needs_fast_path
@@ -190,3 +193,55 @@ def test_step_refuses_models_that_see_ahead_and_missing_state():
     with pytest.raises(ValueError, match="bidirectional"):
         model.step(torch.tensor([1]), state)
 
+
+SEES_HOOKS = """
+import gc, sys, torch
+hooks = torch.nn.modules.module
+def count():
+    return len(hooks._global_parameter_registration_hooks) + len(hooks._global_module_registration_hooks)
+print(count())
+import bioxlstm
+print(count())
+model = bioxlstm.XLSTMLanguageModel(bioxlstm.preset("tiny-mixed")).eval()
+ids = torch.randint(0, 12, (1, 4))
+model.generate(ids, 3)
+print(count())
+del model
+gc.collect()
+print(count())
+"""
+
+
+def test_importing_bioxlstm_installs_no_hooks_and_generation_removes_its_own():
+    """Import changes nothing global; the fused step's assignment hooks live only as long as a
+    model that has run it (none at all where the kernel is unavailable)."""
+    out = subprocess.run([sys.executable, "-c", SEES_HOOKS], capture_output=True, text=True,
+                         check=True).stdout.split()
+    during = "2" if GENERATION_STEP.available() else "0"
+    assert out == ["0", "0", during, "0"]
+
+
+@needs_kernel
+def test_a_copy_outliving_its_original_picks_up_new_weights():
+    """A deep copy gathers its own parameters, and keeps the assignment hooks alive after the
+    model it was copied from is gone."""
+    import copy
+    import gc
+
+    model, other = model_of("tiny-mixed"), model_of("tiny-mixed")
+    with torch.no_grad():
+        for p in other.parameters():
+            p.mul_(1.5)
+    ids = torch.randint(0, 12, (1, 5))
+    with torch.no_grad():
+        state = model(ids[:, :4], return_state=True).state
+        model(ids[:, 4:], state=state)  # builds the original's parameter plan
+        twin = copy.deepcopy(model)
+        twin(ids[:, 4:], state=state)
+        del model
+        gc.collect()
+        twin.load_state_dict(other.state_dict(), assign=True)
+        out = twin(ids[:, 4:], state=state)
+        with forced("reference", OP):
+            ref = other(ids[:, 4:], state=state)
+    torch.testing.assert_close(out.logits, ref.logits)

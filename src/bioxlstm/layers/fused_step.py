@@ -13,14 +13,22 @@ two paths can be mixed freely.
 The kernel is csrc/generation_step.cpp, built on first use by `cpu_build` and cached by torch;
 `generation_step` dispatches between it and the generic forward, which runs where the kernel
 cannot be built, or BIOXLSTM_NO_EXTENSIONS=1 is set.
+
+The parameters a step reads are gathered once per model into a plan. Any parameter or submodule
+assigned anywhere afterwards (`load_state_dict(assign=True)`, a replaced layer) invalidates the
+plans; torch reports such assignments only through process-wide hooks, so those are installed
+while some model holds a plan and removed once none does: importing bioxlstm changes nothing
+global.
 """
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
 
 from bioxlstm.layers.cpu_kernels import GENERATION_STEP
 from bioxlstm.layers.mlstm import EPS as MLSTM_EPS
@@ -41,6 +49,7 @@ class _Plan:
 
     def __init__(self, model: nn.Module, registrations: int):
         self.registrations = registrations
+        self.model_id = id(model)  # a copied model (deepcopy, pickle) carries a plan not its own
         self.weights: list[Tensor] = []
         self.kinds: list[int] = []
         self.eps = [model.norm.eps]
@@ -54,24 +63,48 @@ class _Plan:
         self.ends = model.embedding.weight, model.norm.weight, model.head.weight
 
 
-_registrations = 0
+class _Assignments:
+    """Counts parameter and submodule assignments anywhere while some watched model is alive.
+
+    torch has these hooks only process-wide: they are installed when the first model is watched
+    and removed when the last one is garbage-collected.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._models: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+        self._handles: list[RemovableHandle] = []
+
+    def _assigned(self, *_: Any) -> None:
+        self.count += 1
+
+    def watch(self, model: nn.Module) -> None:
+        """Count assignments (to any module) for as long as `model` lives."""
+        if model in self._models:
+            return
+        if not self._handles:
+            self._handles = [
+                nn.modules.module.register_module_parameter_registration_hook(self._assigned),
+                nn.modules.module.register_module_module_registration_hook(self._assigned)]
+        self._models.add(model)
+        weakref.finalize(model, self._release)
+
+    def _release(self) -> None:
+        if next(iter(self._models), None) is None:  # the last watched model is gone
+            for handle in self._handles:
+                handle.remove()
+            self._handles = []
+
+
+_assignments = _Assignments()
 _NO_ROTATION = torch.empty(0)
-
-
-def _count_registration(*_: Any) -> None:
-    """Any parameter or submodule (re)assigned anywhere invalidates the cached plans."""
-    global _registrations
-    _registrations += 1
-
-
-nn.modules.module.register_module_parameter_registration_hook(_count_registration)
-nn.modules.module.register_module_module_registration_hook(_count_registration)
 
 
 def _plan(model: nn.Module) -> _Plan:
     plan = model.__dict__.get("_fused_step_plan")
-    if plan is None or plan.registrations != _registrations:
-        plan = _Plan(model, _registrations)
+    if plan is None or plan.model_id != id(model) or plan.registrations != _assignments.count:
+        _assignments.watch(model)
+        plan = _Plan(model, _assignments.count)
         model.__dict__["_fused_step_plan"] = plan
     return plan
 
