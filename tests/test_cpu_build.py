@@ -57,6 +57,12 @@ def test_every_build_failing_returns_none_and_says_so(fake_loader, capsys):
     assert "cannot build bioxlstm_k_nomvec_" in cpu_build.FAILED_BUILDS["k"]
 
 
+def test_missing_sources_mean_pytorch_code(monkeypatch, capsys):
+    monkeypatch.delenv("BIOXLSTM_NO_EXTENSIONS", raising=False)
+    assert cpu_build.build_extension("no_such_kernel", "test kernel") is None
+    assert "test kernel unavailable" in capsys.readouterr().err
+
+
 def test_each_build_compiles_copies_of_its_sources_in_its_own_directory(fake_loader, tmp_path):
     calls, _ = fake_loader
     name = cpu_build.build_extension("k", "test kernel")
