@@ -299,7 +299,7 @@ class XLSTMLanguageModel(
                              "model(prompt_ids, return_state=True).state")
         ids = next_ids.reshape(-1, 1)
         self._check_ids(ids)
-        logits, _, blocks = generation_step(self, ids, state, inplace=True)
+        logits, _, blocks = generation_step(self, ids, state, None, True)  # positions from state; in place
         state.blocks, state.position = blocks, state.position + 1
         return logits
 

@@ -156,7 +156,7 @@ class CpuKernel:
 
     def available(self) -> bool:
         """Whether the kernel is built (building it if this is its first use)."""
-        return self.load() is not None
+        return (self._module if self._tried else self.load()) is not None
 
     def unavailable_reason(self) -> str:
         """Why `load` gave None: switched off, or the build's error."""
