@@ -30,7 +30,8 @@ def test_build_reports_each_kernel_and_its_availability() -> None:
         assert ok is available[name] is (KERNELS[name].load() is not None) and seconds >= 0
 
 
-def test_cli_lists_every_kernel(capsys) -> None:
+def test_cli_lists_every_kernel(capsys, monkeypatch) -> None:
+    monkeypatch.delenv("BIOXLSTM_NO_EXTENSIONS", raising=False)  # listed, available or not
     assert main(["kernels"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in KERNELS) and f"{len(KERNELS)} CPU kernels" in out
