@@ -18,8 +18,9 @@ from typing import Any
 import torch
 from bench_utils import add_threads_arg, machine_info, setup_worker
 
+from bioxlstm.layers.cpu_kernels import MLSTM_CELL
 from bioxlstm.layers.mlstm import mlstm_chunkwise
-from bioxlstm.layers.mlstm_cpu import load, mlstm_chunkwise_fused
+from bioxlstm.layers.mlstm_cpu import mlstm_chunkwise_fused
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     """Time the forms, print and optionally save the result."""
     args = parse_args(argv)
     setup_worker(args.threads)
-    if load() is None:
+    if MLSTM_CELL.load() is None:
         raise SystemExit("the fused mLSTM CPU kernel is unavailable here (a torch without MKL, "
                          "no compiler, or BIOXLSTM_NO_EXTENSIONS=1): nothing to time")
     cells: dict[str, Callable[..., torch.Tensor]] = {

@@ -1,10 +1,56 @@
 """Shared test helpers: deterministic seeds, small random mLSTM/sLSTM inputs, a tiny checkpoint,
-and a whole-model comparison of a fused kernel against the PyTorch operators it replaces."""
+the fast paths' implementations to parametrise over (a skipped one is named again in a summary at
+the end of the run), and a whole-model comparison of a fast path against its reference."""
 
 import pytest
 import torch
 
 from bioxlstm import XLSTMLanguageModel, preset
+from bioxlstm.layers.fast_paths import FAST_PATHS, REFERENCE, forced
+
+UNAVAILABLE: dict[str, str] = {}  # "<op>: <implementation>" -> why it could not run here
+
+
+def fast_path_available(op: str, implementation: str = "fused") -> bool:
+    """Whether an accelerated implementation of `op` can run here (building it if need be); one
+    that cannot is recorded for the end-of-run summary."""
+    backend = FAST_PATHS[op].accelerated[implementation].backend
+    if backend.available():
+        return True
+    UNAVAILABLE[f"{op}: {implementation}"] = backend.unavailable_reason()
+    return False
+
+
+def needs_fast_path(op: str, implementation: str = "fused") -> pytest.MarkDecorator:
+    """Skip (with the reason, and a line in the summary) where the implementation is unavailable."""
+    available = fast_path_available(op, implementation)
+    reason = UNAVAILABLE.get(f"{op}: {implementation}", "")
+    return pytest.mark.skipif(not available, reason=f"{op} {implementation} unavailable: {reason}")
+
+
+def implementations(op: str) -> list:
+    """Parameters over every implementation of `op` ("reference", then the accelerated ones), each
+    accelerated one skipped where it is unavailable; for `FAST_PATHS[op].implementation(name)`."""
+    names = list(FAST_PATHS[op].accelerated)
+    return [REFERENCE, *(pytest.param(name, marks=needs_fast_path(op, name)) for name in names)]
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Name every fast path whose tests were skipped because it could not be built or imported."""
+    if not UNAVAILABLE:
+        return
+    terminalreporter.section("FAST PATHS UNAVAILABLE: their tests were skipped", sep="!",
+                             red=True, bold=True)
+    for name, reason in sorted(UNAVAILABLE.items()):
+        terminalreporter.line(f"  {name}: {reason[:200]}", red=True)
+
+
+def count_calls(monkeypatch, op: str, implementation: str = "fused") -> list:
+    """The first argument of every call of `op`'s implementation from now on (a list that grows)."""
+    entry = FAST_PATHS[op].accelerated[implementation]
+    calls, run = [], entry.run
+    monkeypatch.setattr(entry, "run", lambda *a, **kw: calls.append(a[0]) or run(*a, **kw))
+    return calls
 
 
 @pytest.fixture(autouse=True)
@@ -48,30 +94,28 @@ def checkpoint(tmp_path_factory):
     return path
 
 
-def fused_and_unfused_runs(monkeypatch, preset_name, kernel, supported):
+def fused_and_reference_runs(monkeypatch, preset_name: str, op: str) -> tuple[list, int]:
     """A tiny float64 model's logits (two calls, the second from the first's state) and all
-    parameter gradients, first with `blocks.<kernel>` (calls counted), then with
-    `blocks.<supported>` answering False. Returns both runs and the number of kernel calls, which
-    the second run must not add to."""
-    from bioxlstm.layers import blocks
-
+    parameter gradients, first with `op`'s fast path (its calls counted), then with `op` forced to
+    its reference. Returns both runs and the number of fast-path calls, which the second run must
+    not add to."""
     torch.manual_seed(0)
     model = XLSTMLanguageModel(preset(preset_name)).double()
     for p in model.parameters():
         torch.nn.init.normal_(p, std=0.2)
     ids = torch.randint(0, 12, (2, 21))
-    calls = []
-    fused = getattr(blocks, kernel)
-    monkeypatch.setattr(blocks, kernel, lambda *a: calls.append(1) or fused(*a))
-    runs, count = [], 0
-    for use_kernel in (True, False):
-        if not use_kernel:
-            count = len(calls)
-            monkeypatch.setattr(blocks, supported, lambda *t, **kw: False)
+
+    def run() -> list:
         model.zero_grad()
         first = model(ids[:, :13], return_state=True)
         more = model(ids[:, 13:], state=first.state).logits
         model.loss(ids).backward()
-        runs.append([first.logits, more, *(p.grad.clone() for p in model.parameters())])
+        return [first.logits, more, *(p.grad.clone() for p in model.parameters())]
+
+    calls = count_calls(monkeypatch, op)
+    fused = run()
+    count = len(calls)
+    with forced(REFERENCE, op):
+        reference = run()
     assert len(calls) == count
-    return runs, count
+    return [fused, reference], count

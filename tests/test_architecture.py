@@ -1,8 +1,11 @@
-"""The package's shape: no import cycles, data flows one way through the layers, short functions."""
+"""The package's shape: no import cycles, data flows one way through the layers, short functions,
+no C++ inside Python strings, and importing bioxlstm changes nothing outside it."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +14,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "bioxlstm"
 
 # lowest first: a module may import from its own level or below, never from above
 LEVELS = [
-    ("errors", "version", "io", "extras", "cpuinfo", "allocator", "devices", "metrics"),
+    ("errors", "version", "io", "extras", "cpuinfo", "allocator", "devices", "metrics", "molecule_cache",
+     "model_card", "templates", "datasets"),
     ("alphabets", "smiles", "vocabulary", "config", "strands", "pooling"),
     ("data",),
     ("layers",),
@@ -95,3 +99,26 @@ def test_no_function_is_longer_than_80_lines():
                 if length > 80:
                     long.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name} ({length} lines)")
     assert long == []
+
+
+def test_no_cpp_source_sits_in_a_python_string():
+    markers = ("#include", "PYBIND11_MODULE", "TORCH_LIBRARY", "at::Tensor")
+    found = []
+    for path in SRC.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and \
+                    any(marker in node.value for marker in markers):
+                found.append(f"{path.relative_to(SRC)}:{node.lineno}")
+    assert found == []
+
+
+def test_importing_bioxlstm_installs_no_global_hooks():
+    code = ("import torch.nn.modules.module as m\n"
+            "before = [len(getattr(m, n)) for n in dir(m) if n.startswith('_global_') and "
+            "isinstance(getattr(m, n), dict)]\n"
+            "import bioxlstm, bioxlstm.cli, bioxlstm.tasks.generate\n"
+            "after = [len(getattr(m, n)) for n in dir(m) if n.startswith('_global_') and "
+            "isinstance(getattr(m, n), dict)]\n"
+            "print(before == after)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"

@@ -6,8 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from bioxlstm.layers import mlstm_cpu
+from conftest import needs_fast_path
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SCRIPT = BENCHMARKS / "cell.py"
@@ -27,7 +26,7 @@ def test_product_flops_count_the_split_causal_products(monkeypatch: pytest.Monke
                           2 * (4 * 3072 * 128 + 4 * 64 * 128 * 128 + 4 * 128 + 4 * 128 * 128))
 
 
-@pytest.mark.skipif(mlstm_cpu.load() is None, reason="mLSTM CPU kernel not built")
+@needs_fast_path("mLSTM chunkwise")
 def test_cell_benchmark_times_both_forms_and_they_agree(tmp_path: Path) -> None:
     out = tmp_path / "cell.json"
     proc = subprocess.run([sys.executable, str(SCRIPT), "--batch", "1", "--heads", "2",

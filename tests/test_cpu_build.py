@@ -1,8 +1,12 @@
-"""The shared extension loader: opt-out by environment, fallback builds, a clean failure."""
+"""The shared extension loader: opt-out by environment, fallback builds, a clean failure, build
+names that follow the sources, the sources in each build's own directory."""
 
+import os
 import platform
 import sys
+import time
 
+import pytest
 import torch.utils.cpp_extension
 
 from bioxlstm.layers import cpu_build
@@ -10,44 +14,78 @@ from bioxlstm.layers import cpu_build
 
 def test_disabled_by_environment(monkeypatch):
     monkeypatch.setenv("BIOXLSTM_NO_EXTENSIONS", "1")
-    assert cpu_build.build_extension("never_built", "not C++", ["f"], "test kernel") is None
+    assert cpu_build.build_extension("never_built", "test kernel") is None
 
 
-def fake_loader(monkeypatch, failing: set[str]) -> list[tuple[str, list[str]]]:
-    """Replace load_inline by a recorder that fails for the names in `failing`."""
-    calls = []
+@pytest.fixture
+def fake_loader(monkeypatch, tmp_path):
+    """Replace torch's loader by a recorder that fails for the builds named in the set it returns
+    ("k", "k_nomvec"; any kernel's sources made up, builds under tmp_path); it records (name,
+    sources, ldflags) of each call."""
+    calls, failing = [], set()
 
-    def load_inline(name, cpp_sources, functions, extra_cflags, extra_ldflags):
-        calls.append((name, extra_ldflags))
-        if name in failing:
+    def load(name, sources, extra_cflags, extra_ldflags):
+        calls.append((name, sources, extra_ldflags))
+        if name.rsplit("_", 1)[0] in {f"bioxlstm_{build}" for build in failing}:
             raise RuntimeError(f"cannot build {name}")
         return name
 
     monkeypatch.delenv("BIOXLSTM_NO_EXTENSIONS", raising=False)
-    monkeypatch.setattr(torch.utils.cpp_extension, "load_inline", load_inline)
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setattr(torch.utils.cpp_extension, "load", load)
     monkeypatch.setattr(sys, "platform", "linux")
     monkeypatch.setattr(platform, "machine", lambda: "x86_64")
-    return calls
+    monkeypatch.setattr(cpu_build, "sources",
+                        lambda kernel: {f"{kernel}.cpp": b"int f();", cpu_build.COMMON_HEADER: b""})
+    return calls, failing
 
 
-def test_libmvec_build_first_then_one_without(monkeypatch):
-    calls = fake_loader(monkeypatch, failing={"k"})
-    assert cpu_build.build_extension("k", "src", ["f"], "test kernel") == "k_nomvec"
-    assert [name for name, _ in calls] == ["k", "k_nomvec"]
-    assert "-lmvec" in calls[0][1] and "-lmvec" not in calls[1][1]
+def test_libmvec_build_first_then_one_without(fake_loader):
+    calls, failing = fake_loader
+    failing.add("k")
+    assert cpu_build.build_extension("k", "test kernel").startswith("bioxlstm_k_nomvec_")
+    assert [name.rsplit("_", 1)[0] for name, _, _ in calls] == ["bioxlstm_k", "bioxlstm_k_nomvec"]
+    assert "-lmvec" in calls[0][2] and "-lmvec" not in calls[1][2]
 
 
-def test_every_build_failing_returns_none_and_says_so(monkeypatch, capsys):
-    fake_loader(monkeypatch, failing={"k", "k_nomvec"})
-    assert cpu_build.build_extension("k", "src", ["f"], "test kernel") is None
+def test_every_build_failing_returns_none_and_says_so(fake_loader, capsys):
+    _, failing = fake_loader
+    failing.update({"k", "k_nomvec"})
+    assert cpu_build.build_extension("k", "test kernel") is None
     err = capsys.readouterr().err
-    assert "test kernel unavailable, using PyTorch code" in err and "cannot build k_nomvec" in err
+    assert "test kernel unavailable, using PyTorch code" in err and "cannot build" in err
+    assert "cannot build bioxlstm_k_nomvec_" in cpu_build.FAILED_BUILDS["k"]
+
+
+def test_missing_sources_mean_pytorch_code(monkeypatch, capsys):
+    monkeypatch.delenv("BIOXLSTM_NO_EXTENSIONS", raising=False)
+    assert cpu_build.build_extension("no_such_kernel", "test kernel") is None
+    assert "test kernel unavailable" in capsys.readouterr().err
+
+
+def test_each_build_compiles_copies_of_its_sources_in_its_own_directory(fake_loader, tmp_path):
+    calls, _ = fake_loader
+    name = cpu_build.build_extension("k", "test kernel")
+    (source,) = calls[0][1]
+    assert source == str(tmp_path / name / "k.cpp")
+    assert (tmp_path / name / "k.cpp").read_bytes() == b"int f();"
+    assert (tmp_path / name / cpu_build.COMMON_HEADER).exists()
+
+
+def test_build_names_follow_the_sources_and_flags():
+    files = {"k.cpp": b"int f();", cpu_build.COMMON_HEADER: b"#pragma once"}
+    name = cpu_build.module_name("k", "", files, ["-O3"], ["-lmvec"])
+    assert name.startswith("bioxlstm_k_") and name == cpu_build.module_name(
+        "k", "", dict(files), ["-O3"], ["-lmvec"])
+    others = [cpu_build.module_name("k", "", {**files, "k.cpp": b"int g();"}, ["-O3"], ["-lmvec"]),
+              cpu_build.module_name("k", "", {**files, cpu_build.COMMON_HEADER: b""}, ["-O3"],
+                                    ["-lmvec"]),
+              cpu_build.module_name("k", "", files, ["-O2"], ["-lmvec"]),
+              cpu_build.module_name("k", "", files, ["-O3"], [])]
+    assert len({name, *others}) == 5
 
 
 def test_a_stale_build_lock_is_removed_and_a_fresh_one_kept(monkeypatch, tmp_path, capsys):
-    import os
-    import time
-
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
     for name, age in (("old_build", cpu_build.STALE_LOCK_S + 60), ("running_build", 5)):
         (tmp_path / name).mkdir()
@@ -62,9 +100,17 @@ def test_a_stale_build_lock_is_removed_and_a_fresh_one_kept(monkeypatch, tmp_pat
     assert cpu_build.clear_stale_lock("never_built") is False
 
 
-def test_the_loader_clears_stale_locks_before_each_build(monkeypatch):
+def test_the_loader_clears_stale_locks_before_each_build(fake_loader, monkeypatch):
+    calls, _ = fake_loader
     cleared = []
-    calls = fake_loader(monkeypatch, failing=set())
     monkeypatch.setattr(cpu_build, "clear_stale_lock", cleared.append)
-    cpu_build.build_extension("kern", "src", ["f"], "test kernel")
-    assert cleared == [name for name, _ in calls] and cleared
+    cpu_build.build_extension("kern", "test kernel")
+    assert cleared == [name for name, _, _ in calls] and cleared
+
+
+def test_a_kernel_builds_once_per_process(monkeypatch):
+    built = []
+    monkeypatch.setattr(cpu_build, "build_extension", lambda *a: built.append(a) or None)
+    kernel = cpu_build.CpuKernel("k", "test", avx512=True)
+    assert kernel.load() is None and not kernel.available()
+    assert built == [("k", "test CPU kernel", True)]

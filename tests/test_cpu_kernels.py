@@ -1,20 +1,25 @@
-"""`build_cpu_kernels` and `bioxlstm kernels` cover every optional CPU kernel."""
+"""`build_cpu_kernels` and `bioxlstm kernels` cover every optional CPU kernel, and every kernel
+source is one of them."""
 
-import importlib
-import pkgutil
-
-import bioxlstm.layers
 from bioxlstm.cli import main
+from bioxlstm.layers import backends, blocks, generation_step  # noqa: F401 (registers the fast paths)
+from bioxlstm.layers.cpu_build import COMMON_HEADER, CSRC, CpuKernel
 from bioxlstm.layers.cpu_kernels import KERNELS, build_cpu_kernels
+from bioxlstm.layers.fast_paths import FAST_PATHS
 
 
-def test_every_kernel_module_is_listed() -> None:
-    loaders = set()
-    for info in pkgutil.iter_modules(bioxlstm.layers.__path__):
-        module = importlib.import_module(f"bioxlstm.layers.{info.name}")
-        if callable(getattr(module, "load", None)):
-            loaders.add(module.load)
-    assert loaders == set(KERNELS.values())
+def test_every_kernel_source_is_listed_and_includes_the_common_header() -> None:
+    sources = {path.stem for path in CSRC.glob("*.cpp")}
+    assert sources == {kernel.source for kernel in KERNELS.values()}
+    for source in sources:
+        assert f'#include "{COMMON_HEADER}"' in (CSRC / f"{source}.cpp").read_text()
+
+
+def test_every_cpu_fast_path_runs_a_listed_kernel() -> None:
+    backends_used = [fast.backend for path in FAST_PATHS.values()
+                     for fast in path.accelerated.values()]
+    cpu = [backend for backend in backends_used if isinstance(backend, CpuKernel)]
+    assert set(map(id, cpu)) == set(map(id, KERNELS.values())) and len(cpu) == len(KERNELS)
 
 
 def test_build_reports_each_kernel_and_its_availability() -> None:
@@ -22,10 +27,11 @@ def test_build_reports_each_kernel_and_its_availability() -> None:
     available = build_cpu_kernels(lambda name, ok, seconds: seen.append((name, ok, seconds)))
     assert [name for name, _, _ in seen] == list(KERNELS) == list(available)
     for name, ok, seconds in seen:
-        assert ok is available[name] is (KERNELS[name]() is not None) and seconds >= 0
+        assert ok is available[name] is (KERNELS[name].load() is not None) and seconds >= 0
 
 
-def test_cli_lists_every_kernel(capsys) -> None:
+def test_cli_lists_every_kernel(capsys, monkeypatch) -> None:
+    monkeypatch.delenv("BIOXLSTM_NO_EXTENSIONS", raising=False)  # listed, available or not
     assert main(["kernels"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in KERNELS) and f"{len(KERNELS)} CPU kernels" in out

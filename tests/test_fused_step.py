@@ -1,12 +1,18 @@
 """The fused CPU generation step agrees with the generic forward, and is used where it applies."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
+from conftest import count_calls, needs_fast_path
 
 from bioxlstm import XLSTMLanguageModel, preset
-from bioxlstm.layers import fused_step
+from bioxlstm.layers.cpu_kernels import GENERATION_STEP
+from bioxlstm.layers.fast_paths import forced
 
-needs_kernel = pytest.mark.skipif(fused_step.load() is None, reason="no C++ compiler here")
+OP = "generation step"
+needs_kernel = needs_fast_path(OP)
 SHAPES = ["tiny-mlstm", "tiny-slstm", "tiny-mixed", "tiny-prot-xlstm", "dna-xlstm-500k",
           "dna-xlstm-4m"]
 TOL = {torch.float32: dict(rtol=1e-4, atol=2e-5), torch.float64: dict(rtol=1e-9, atol=1e-11)}
@@ -23,11 +29,10 @@ def model_of(name, dtype=torch.float32, **overrides):
 
 
 @pytest.fixture
-def generic(monkeypatch):
+def generic():
     """Run a callable with the fused path switched off."""
     def run(fn, *args, **kwargs):
-        with monkeypatch.context() as m:
-            m.setattr(fused_step, "applies", lambda *a: False)
+        with forced("reference", OP):
             return fn(*args, **kwargs)
     return run
 
@@ -64,9 +69,7 @@ def test_steps_match_the_generic_forward(name, dtype, batch, generic):
 @needs_kernel
 def test_forward_uses_the_kernel_only_where_it_applies(monkeypatch):
     model = model_of("tiny-mixed")
-    calls = []
-    real = fused_step.fused_step
-    monkeypatch.setattr(fused_step, "fused_step", lambda *a, **k: calls.append(1) or real(*a, **k))
+    calls = count_calls(monkeypatch, OP)
     ids = torch.randint(0, 12, (2, 5))
     state = model(ids, return_state=True).state
     with torch.no_grad():
@@ -107,7 +110,7 @@ def test_step_advances_the_state_in_place(name, dtype, generic):
             if t == 4:  # the sequence forms leave some state non-contiguous: copied once
                 tensors = leaves(state)
     assert_states_close(state, ref.state, dtype)
-    if fused_step.load() is not None:
+    if GENERATION_STEP.available():
         assert all(a is b for a, b in zip(leaves(state), tensors, strict=True))
 
 
@@ -125,7 +128,7 @@ def test_generate_draws_the_same_tokens_as_the_generic_path(name, dtype, generic
 
 
 def test_without_the_kernel_everything_runs_generic(monkeypatch, generic):
-    monkeypatch.setattr(fused_step, "load", lambda: None)
+    monkeypatch.setattr(GENERATION_STEP, "available", lambda: False)
     model = model_of("tiny-mixed")
     prompt = torch.randint(0, 12, (2, 4))
     gen = model.generate(prompt, 6, generator=torch.Generator().manual_seed(0))
@@ -189,3 +192,56 @@ def test_step_refuses_models_that_see_ahead_and_missing_state():
     state = causal(torch.tensor([[1, 2]]), return_state=True).state
     with pytest.raises(ValueError, match="bidirectional"):
         model.step(torch.tensor([1]), state)
+
+
+SEES_HOOKS = """
+import gc, sys, torch
+hooks = torch.nn.modules.module
+def count():
+    return len(hooks._global_parameter_registration_hooks) + len(hooks._global_module_registration_hooks)
+print(count())
+import bioxlstm
+print(count())
+model = bioxlstm.XLSTMLanguageModel(bioxlstm.preset("tiny-mixed")).eval()
+ids = torch.randint(0, 12, (1, 4))
+model.generate(ids, 3)
+print(count())
+del model
+gc.collect()
+print(count())
+"""
+
+
+def test_importing_bioxlstm_installs_no_hooks_and_generation_removes_its_own():
+    """Import changes nothing global; the fused step's assignment hooks live only as long as a
+    model that has run it (none at all where the kernel is unavailable)."""
+    out = subprocess.run([sys.executable, "-c", SEES_HOOKS], capture_output=True, text=True,
+                         check=True).stdout.split()
+    during = "2" if GENERATION_STEP.available() else "0"
+    assert out == ["0", "0", during, "0"]
+
+
+@needs_kernel
+def test_a_copy_outliving_its_original_picks_up_new_weights():
+    """A deep copy gathers its own parameters, and keeps the assignment hooks alive after the
+    model it was copied from is gone."""
+    import copy
+    import gc
+
+    model, other = model_of("tiny-mixed"), model_of("tiny-mixed")
+    with torch.no_grad():
+        for p in other.parameters():
+            p.mul_(1.5)
+    ids = torch.randint(0, 12, (1, 5))
+    with torch.no_grad():
+        state = model(ids[:, :4], return_state=True).state
+        model(ids[:, 4:], state=state)  # builds the original's parameter plan
+        twin = copy.deepcopy(model)
+        twin(ids[:, 4:], state=state)
+        del model
+        gc.collect()
+        twin.load_state_dict(other.state_dict(), assign=True)
+        out = twin(ids[:, 4:], state=state)
+        with forced("reference", OP):
+            ref = other(ids[:, 4:], state=state)
+    torch.testing.assert_close(out.logits, ref.logits)

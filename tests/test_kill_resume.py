@@ -28,7 +28,7 @@ def data(tmp_path_factory) -> tuple[Path, Path]:
     fasta = root / "seq.fa"
     fasta.write_text(">s\n" + "".join("ACGT"[j] for j in torch.randint(0, 4, (20_000,))) + "\n")
     config = root / "train.yaml"
-    config.write_text("log_every: 1\nsave_every: 1\nlr: 0.003\nseed: 7\nprogress: false\n"
+    config.write_text("log_every: 1\nsave_every: 1\nlr: 0.003\nseed: 7\nprogress: false\nwarmup_steps: 0\n"
                       "schedule: constant\nsave_every_minutes: 0\n")
     return fasta, config
 

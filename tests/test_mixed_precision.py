@@ -3,15 +3,13 @@ float32 kernels there, and stays close to a float32 model."""
 
 import pytest
 import torch
+from conftest import count_calls, needs_fast_path
 
 from bioxlstm import XLSTMLanguageModel, preset
-from bioxlstm.layers import backends, blocks, mlstm_cpu, mlstm_input_cpu, mlstm_output_cpu
 from bioxlstm.layers.blocks import mixer_dtype
 from bioxlstm.layers.dense import split_linear
 
-kernels_built = pytest.mark.skipif(
-    any(m.load() is None for m in (mlstm_cpu, mlstm_input_cpu, mlstm_output_cpu)),
-    reason="CPU extensions not built")
+MLSTM_FAST_PATHS = ("mLSTM input side", "mLSTM chunkwise", "mLSTM output gate")
 
 
 def perturbed_model(name: str) -> XLSTMLanguageModel:
@@ -53,31 +51,20 @@ def test_split_linear_under_autocast_matches_linear():
         assert relative_error(got, want) < 1e-2
 
 
-@kernels_built
+@needs_fast_path(MLSTM_FAST_PATHS[0])
+@needs_fast_path(MLSTM_FAST_PATHS[1])
+@needs_fast_path(MLSTM_FAST_PATHS[2])
 def test_bf16_autocast_runs_the_fused_float32_kernels(monkeypatch):
     """Every mLSTM block's input, cell and output-gate kernels run, on float32 tensors."""
-    seen: dict[str, list[torch.dtype]] = {}
-
-    def spy(module, name):
-        original = getattr(module, name)
-
-        def wrapped(first, *args, **kwargs):
-            seen.setdefault(name, []).append(first.dtype)
-            return original(first, *args, **kwargs)
-        monkeypatch.setattr(module, name, wrapped)
-
-    spy(blocks, "mlstm_inputs_fused")
-    spy(blocks, "output_gate_fused")
-    spy(backends, "mlstm_chunkwise_fused")
+    seen = {op: count_calls(monkeypatch, op) for op in MLSTM_FAST_PATHS}
     model = perturbed_model("tiny-mixed")
     mlstm_blocks = sum(block.kind == "mlstm" for block in model.stack.blocks)
     ids = torch.randint(0, model.config.vocab_size, (2, 70))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss = model.loss(ids)
     loss.backward()
-    assert set(seen) == {"mlstm_inputs_fused", "output_gate_fused", "mlstm_chunkwise_fused"}
-    for dtypes in seen.values():
-        assert dtypes == [torch.float32] * mlstm_blocks
+    for firsts in seen.values():
+        assert [first.dtype for first in firsts] == [torch.float32] * mlstm_blocks
     assert all(p.grad.dtype == torch.float32 for p in model.parameters() if p.grad is not None)
 
 

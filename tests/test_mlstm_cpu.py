@@ -6,13 +6,16 @@ import sys
 
 import pytest
 import torch
-from conftest import mlstm_inputs, random_mlstm_state
+from conftest import count_calls, mlstm_inputs, needs_fast_path, random_mlstm_state
 
 from bioxlstm.config import preset
 from bioxlstm.layers import backends, blocks, mlstm_cpu
+from bioxlstm.layers.cpu_kernels import MLSTM_CELL
+from bioxlstm.layers.fast_paths import forced
 from bioxlstm.layers.mlstm import mlstm_chunkwise, mlstm_parallel
 
-pytestmark = pytest.mark.skipif(mlstm_cpu.load() is None, reason="mLSTM CPU kernel not built")
+OP = "mLSTM chunkwise"
+pytestmark = needs_fast_path(OP)
 
 # (B, NH, S, DH, DV, chunk): tails, S = 1, S below one chunk, chunk 1, DV != DH
 SHAPES = [
@@ -127,10 +130,7 @@ def test_gradcheck():
 
 
 def test_chunkwise_kernel_uses_fused_path_on_cpu(monkeypatch):
-    calls = []
-    real = backends.mlstm_chunkwise_fused
-    monkeypatch.setattr(backends, "mlstm_chunkwise_fused",
-                        lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    calls = count_calls(monkeypatch, OP)
     q, k, v, i, f = mlstm_inputs(dtype=torch.float32)
     backends.mlstm_kernel("chunkwise")(q, k, v, i, f, None, 8)
     assert calls
@@ -139,18 +139,15 @@ def test_chunkwise_kernel_uses_fused_path_on_cpu(monkeypatch):
     assert not calls
 
 
-def test_mlstm_layer_same_with_and_without_kernels(monkeypatch):
+def test_mlstm_layer_same_with_and_without_kernels():
     torch.manual_seed(0)
     config = preset("tiny-mlstm")
     layer = blocks.MLSTMLayer(config, 0).double()
     x = torch.randn(4, 260, config.d_model, dtype=torch.float64, requires_grad=True)
     results = []
-    for on in (True, False):
-        if not on:
-            monkeypatch.setattr(backends, "fused_supported", lambda *a: False)
-            monkeypatch.setattr(blocks, "output_gate_supported", lambda *a: False)
-            monkeypatch.setattr(blocks, "inputs_supported", lambda *a, **kw: False)
-        y, (_, (C, n, m)) = layer(x)
+    for implementation in ("fused", "reference"):
+        with forced(implementation, OP, "mLSTM output gate", "mLSTM input side"):
+            y, (_, (C, n, m)) = layer(x)
         loss = (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)).sum() + C.sum()
         results.append([y, C, n, m, *torch.autograd.grad(loss, [x, *layer.parameters()])])
     for a, b in zip(*results):
@@ -165,9 +162,13 @@ def test_bad_state_shape_raises():
 
 
 def test_disabled_by_environment():
-    code = ("from bioxlstm.layers import mlstm_cpu; import torch; "
-            "q = torch.zeros(1, 1, 2, 4); "
-            "print(mlstm_cpu.load() is None, mlstm_cpu.fused_supported(q, q, q, None))")
+    code = ("from bioxlstm.layers.backends import mlstm_kernel; "
+            "from bioxlstm.layers.cpu_kernels import MLSTM_CELL; import torch; "
+            "q, g = torch.zeros(1, 1, 2, 4), torch.zeros(1, 1, 2); calls = []; "
+            "fused = mlstm_kernel('chunkwise').accelerated['fused']; run = fused.run; "
+            "fused.run = lambda *a: calls.append(1) or run(*a); "
+            "mlstm_kernel('chunkwise')(q, q, q, g, g, None, 8); "
+            "print(MLSTM_CELL.load() is None, bool(calls))")
     env = {**os.environ, "BIOXLSTM_NO_EXTENSIONS": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True)
@@ -187,7 +188,7 @@ def test_no_grad_forward_keeps_no_chunk_scores_or_states_and_agrees():
     # the kernel's own arrays: (B, NH, chunks, L, L) scores and (B, NH, states, DH, DV) states
     C0, n0, m0 = state
     args = [t.detach().contiguous() for t in (q, k, v, i, f, C0, n0, m0)]
-    _, Cs, _, _, _, _, Ss = mlstm_cpu.load().forward(*args, 32, 1e-6, False)
+    _, Cs, _, _, _, _, Ss = MLSTM_CELL.load().forward(*args, 32, 1e-6, False)
     assert Cs.shape[2] == Ss.shape[2] == 1
-    _, Cs, _, _, _, _, Ss = mlstm_cpu.load().forward(*args, 32, 1e-6, True)
+    _, Cs, _, _, _, _, Ss = MLSTM_CELL.load().forward(*args, 32, 1e-6, True)
     assert (Cs.shape[2], Ss.shape[2]) == (6, 5)  # 150 tokens: 5 chunks of 32

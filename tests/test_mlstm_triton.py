@@ -7,15 +7,16 @@ Triton kernel itself is checked. Both skip cleanly where the package or the GPU 
 
 import pytest
 import torch
+from conftest import needs_fast_path
 
 from bioxlstm.layers import backends
+from bioxlstm.layers.fast_paths import Accelerated, forced
 from bioxlstm.layers.mlstm import mlstm_chunkwise
 from bioxlstm.layers.mlstm_triton import (
     TRITON_KERNEL,
     adapt,
+    mlstm_chunkwise_triton_supported,
     package_kernel,
-    triton_available,
-    triton_supported,
 )
 
 NATIVE = "chunkwise--native_autograd"
@@ -66,7 +67,7 @@ def test_adapter_matches_reference_on_cpu(S, with_state):
     _check(adapt(package_kernel(NATIVE)), S, torch.float64, "cpu", with_state, 1e-9)
 
 
-@pytest.mark.skipif(not triton_available(), reason="needs CUDA and mlstm_kernels' Triton kernels")
+@needs_fast_path("mLSTM chunkwise", "triton")
 @pytest.mark.parametrize("S", [64, 256, 200])
 @pytest.mark.parametrize("with_state", [False, True])
 def test_triton_kernel_matches_reference_on_gpu(S, with_state):
@@ -74,7 +75,8 @@ def test_triton_kernel_matches_reference_on_gpu(S, with_state):
 
 
 def test_triton_is_never_chosen_for_cpu_tensors():
-    assert not triton_supported(torch.zeros(1, 1, 4, 8))
+    q, g = torch.zeros(1, 1, 4, 8), torch.zeros(1, 1, 4)
+    assert not mlstm_chunkwise_triton_supported(q, q, q, g, g, None, 64)
 
 
 @pytest.mark.skipif(package_kernel(NATIVE) is None, reason="mlstm_kernels is not installed")
@@ -86,11 +88,16 @@ def test_chunkwise_dispatches_to_the_package_kernel_where_supported(monkeypatch)
         calls.append(args[0].shape)
         return native(*args)
 
-    monkeypatch.setattr(backends, "fused_supported", lambda *args: False)
-    monkeypatch.setattr(backends, "triton_supported", lambda q: True)
-    monkeypatch.setattr(backends, "triton_kernel", lambda: spy)
+    class Everywhere:
+        def available(self):
+            return True
+
+    chunkwise = backends.mlstm_kernel("chunkwise")
+    monkeypatch.setitem(chunkwise.accelerated, "triton", Accelerated(spy, lambda *a: True,
+                                                                      Everywhere()))
     tensors, state = _inputs(96, torch.float64, "cpu", True)
-    h, end = backends.mlstm_kernel("chunkwise")(*tensors, state, 32)
+    with forced("triton", "mLSTM chunkwise"):
+        h, end = chunkwise(*tensors, state, 32)
     want_h, want_end = _reference(*tensors, state, 32)
     assert calls == [tensors[0].shape]
     for got, want in zip([h, *end], [want_h, *want_end], strict=True):

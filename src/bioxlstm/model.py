@@ -16,7 +16,7 @@ from bioxlstm.alphabets import IGNORE_INDEX
 from bioxlstm.checkpoint import hub_snapshot, load_config, load_pretrained, save_pretrained
 from bioxlstm.config import ModelConfig
 from bioxlstm.generation import sample_continuation
-from bioxlstm.layers import fused_step
+from bioxlstm.layers.generation_step import generation_step
 from bioxlstm.layers.primitives import LayerNorm, small_init_
 from bioxlstm.layers.rcps import fold_hidden, fold_logits, rc_pair
 from bioxlstm.layers.stack import BlockStack, StackState
@@ -108,18 +108,29 @@ class XLSTMLanguageModel(
 
         `lengths` (B,) marks right padding, so bidirectional and RC-equivariant models reverse
         each sequence within its own length; causal models never look ahead, so padding cannot
-        reach them. One token per sequence from a state, on CPU without grad, runs as a single
-        fused kernel call (layers/fused_step.py) with the same result.
+        reach them. One token per sequence from a state is a generation step
+        (layers/generation_step.py): on CPU without grad a single fused kernel call, with the
+        same result.
         """
         self._check_ids(input_ids)
+        if state is not None and input_ids.shape[1] == 1:
+            logits, h, blocks = generation_step(self, input_ids, state, position_ids)
+            return LMOutput(logits.unsqueeze(1), h.unsqueeze(1),
+                            LMState(blocks, state.position + 1) if return_state else None)
+        return self.forward_modules(input_ids, state, return_state, position_ids, lengths)
+
+    def forward_modules(
+        self,
+        input_ids: Tensor,
+        state: LMState | None = None,
+        return_state: bool = False,
+        position_ids: Tensor | None = None,
+        lengths: Tensor | None = None,
+    ) -> LMOutput:
+        """`forward` through the model's modules for any input, on input_ids it has checked; the
+        reference implementation of the generation step."""
         B, S = input_ids.shape
         offset = 0 if state is None else state.position
-        if fused_step.applies(self, input_ids, state):
-            fused = fused_step.fused_step(self, input_ids, state.blocks, offset, position_ids)
-            if fused is not None:
-                logits, h, blocks = fused
-                return LMOutput(logits.unsqueeze(1), h.unsqueeze(1),
-                                LMState(blocks, offset + 1) if return_state else None)
         if position_ids is None and self.config.rope:
             position_ids = torch.arange(offset, offset + S, device=input_ids.device).expand(B, S)
         if self.config.rc_equivariant:
@@ -289,19 +300,11 @@ class XLSTMLanguageModel(
             raise ValueError("step needs the state of an earlier call: "
                              "model(prompt_ids, return_state=True).state")
         ids = next_ids.reshape(-1, 1)
-        if position_ids is not None:
-            out = self(ids, state=state, return_state=True, position_ids=position_ids.reshape(-1, 1))
-            state.blocks, state.position = out.state.blocks, out.state.position
-            return out.logits[:, -1]
-        if fused_step.applies(self, ids, state):
-            self._check_ids(ids)
-            fused = fused_step.fused_step(self, ids, state.blocks, state.position, inplace=True)
-            if fused is not None:
-                state.blocks, state.position = fused[2], state.position + 1
-                return fused[0]
-        out = self(ids, state=state, return_state=True)
-        state.blocks, state.position = out.state.blocks, out.state.position
-        return out.logits[:, -1]
+        self._check_ids(ids)
+        positions = None if position_ids is None else position_ids.reshape(-1, 1)
+        logits, _, blocks = generation_step(self, ids, state, positions, True)  # in place
+        state.blocks, state.position = blocks, state.position + 1
+        return logits
 
     def _save_pretrained(self, save_directory: Path) -> None:
         """ModelHubMixin.save_pretrained's writer: config.json and model.safetensors, atomically.

@@ -1,8 +1,8 @@
-"""The residual blocks of SPEC section 1: mLSTM block (pre-up-projection), sLSTM block + gated FFN.
+"""The residual blocks of docs/model.md sections 2-3: mLSTM block (pre-up-projection), sLSTM block + FFN.
 
 Each block maps (B, S, d) -> (B, S, d) and can carry its state across calls. With
 `bidirectional=True` the mixer runs on x and on the reversed x with the same weights and the two
-results are added once to the residual stream (SPEC section 2, the clean design).
+results are added once to the residual stream (docs/model.md section 6, the clean design).
 """
 
 from __future__ import annotations
@@ -10,16 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bioxlstm.config import ModelConfig
 from bioxlstm.layers.backends import mlstm_kernel
 from bioxlstm.layers.dense import linear, split_linear
-from bioxlstm.layers.gelu_gate_cpu import gelu_gate_fused, gelu_gate_supported
+from bioxlstm.layers.gelu_gate import gelu_gate
 from bioxlstm.layers.mlstm import mlstm_step
-from bioxlstm.layers.mlstm_input_cpu import inputs_supported, mlstm_inputs_fused
-from bioxlstm.layers.mlstm_output_cpu import output_gate_fused, output_gate_supported
+from bioxlstm.layers.mlstm_inputs import mlstm_inputs
+from bioxlstm.layers.mlstm_output_gate import output_gate
 from bioxlstm.layers.primitives import (
     BlockDiagonalLinear,
     CausalConv1d,
@@ -30,7 +29,7 @@ from bioxlstm.layers.primitives import (
     wang_init_,
 )
 from bioxlstm.layers.slstm import slstm_scan
-from bioxlstm.layers.slstm_input_cpu import slstm_inputs_fused, slstm_inputs_supported
+from bioxlstm.layers.slstm_inputs import slstm_inputs
 from bioxlstm.strands import reverse
 
 BlockState = Any
@@ -78,10 +77,7 @@ class MLSTMLayer(nn.Module):
             self.fgate.bias.copy_(torch.linspace(3.0, 6.0, NH))
 
     def _inputs(self, x_m: Tensor, conv_state: Tensor | None) -> tuple[Tensor, ...]:
-        """c = silu(conv(x_m)), q, k, v (B, S, D), gates i, f (B, NH, S) and the new conv state.
-
-        One fused CPU kernel where it applies, else the layer's PyTorch operators.
-        """
+        """c = silu(conv(x_m)), q, k, v (B, S, D), gates i, f (B, NH, S) and the new conv state."""
         if conv_state is None:
             conv_state = x_m.new_zeros(x_m.shape[0], self.conv.kernel_size - 1, x_m.shape[2])
         W = torch.cat([self.igate.weight, self.fgate.weight]).to(x_m.dtype)
@@ -89,16 +85,7 @@ class MLSTMLayer(nn.Module):
         weights = [t.to(x_m.dtype) for t in (conv_state, self.conv.weight, self.conv.bias,
                                              self.q_proj.weight, self.k_proj.weight,
                                              self.v_proj.weight)]
-        if inputs_supported(x_m, *weights, W, b, block_size=self.q_proj.block_size):
-            c, q, k, v, gates = mlstm_inputs_fused(x_m, *weights, W, b, self.num_heads)
-            return c, q, k, v, gates[0], gates[1], self.conv.next_state(x_m, conv_state)
-        c, conv_state = self.conv(x_m, conv_state)
-        c = F.silu(c)
-        q, k, v = self.q_proj(c), self.k_proj(c), self.v_proj(x_m)
-        D = q.shape[-1]  # gates from [q; k; v] without materialising the concatenation
-        gates = F.linear(q, W[:, :D], b) + F.linear(k, W[:, D:2 * D]) + F.linear(v, W[:, 2 * D:])
-        i, f = gates.transpose(1, 2).split(self.num_heads, dim=1)
-        return c, q, k, v, i, f, conv_state
+        return mlstm_inputs(x_m, *weights, W, b, self.num_heads)
 
     def forward(
         self, x: Tensor, state: BlockState = None, position_ids: Tensor | None = None
@@ -124,11 +111,7 @@ class MLSTMLayer(nn.Module):
             kernel = mlstm_kernel(self.config.mlstm_form)
             h, cell_state = kernel(q, k, v, i, f, cell_state, self.config.chunk_size)
         h = h.transpose(1, 2)  # (B, S, NH, DH)
-        norm_weight = self.out_norm.weight
-        if output_gate_supported(h, c, z, norm_weight, self.skip):
-            y = output_gate_fused(h, c, z, norm_weight, self.skip, self.out_norm.eps)
-        else:
-            y = torch.addcmul(self.out_norm(h), self.skip, c) * F.silu(z)
+        y = output_gate(h, c, z, self.out_norm.weight, self.skip, self.out_norm.eps)
         y = linear(y.to(proj_dtype), self.proj_down.weight)
         return self.dropout(y), (conv_state, cell_state)
 
@@ -158,22 +141,11 @@ class SLSTMLayer(nn.Module):
             self.bias[1].copy_((5.0 - 12.0 * x ** (0.3 + 1.3 * ratio)).to(torch.float32))
 
     def _gate_inputs(self, x: Tensor, conv_state: Tensor | None) -> tuple[Tensor, Tensor]:
-        """The scan's gate inputs wx (B, S, 4, NH, DH) and the new conv state.
-
-        One fused CPU kernel where it applies, else the layer's PyTorch operators.
-        """
-        blocks = (self.igate, self.fgate, self.zgate, self.ogate)
-        if slstm_inputs_supported(x, *(g.weight for g in blocks), self.conv.weight):
-            if conv_state is None:
-                conv_state = x.new_zeros(x.shape[0], self.conv.kernel_size - 1, x.shape[2])
-            conv_state = conv_state.to(x.dtype)
-            W = torch.stack([g.weight for g in blocks])
-            wx = slstm_inputs_fused(x, conv_state, self.conv.weight, self.conv.bias, W)
-            return wx, self.conv.next_state(x, conv_state)
-        c, conv_state = self.conv(x, conv_state)
-        c = F.silu(c)
-        gates = (self.igate(c), self.fgate(c), self.zgate(x), self.ogate(x))
-        return torch.stack(gates, dim=2).unflatten(-1, (self.num_heads, self.head_dim)), conv_state
+        """The scan's gate inputs wx (B, S, 4, NH, DH) and the new conv state."""
+        if conv_state is None:
+            conv_state = x.new_zeros(x.shape[0], self.conv.kernel_size - 1, x.shape[2])
+        W = torch.stack([g.weight for g in (self.igate, self.fgate, self.zgate, self.ogate)])
+        return slstm_inputs(x, conv_state.to(x.dtype), self.conv.weight, self.conv.bias, W)
 
     def forward(
         self, x: Tensor, state: BlockState = None, position_ids: Tensor | None = None
@@ -199,10 +171,7 @@ class GatedFFN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         gate, up = split_linear(x, self.proj_up.weight)
-        if gelu_gate_supported(gate, up):
-            hidden = gelu_gate_fused(gate, up)
-        else:
-            hidden = F.gelu(gate) * up
+        hidden = gelu_gate(gate, up)
         return self.dropout(linear(hidden, self.proj_down.weight))
 
 

@@ -1,63 +1,35 @@
-"""Building the optional C++ CPU kernels: one loader with a vectorised-maths build and a fallback.
+"""Building the optional C++ CPU kernels of bioxlstm/csrc: one loader, a vectorised-maths build,
+fallbacks.
 
-Kernel sources start with `SIMD_PRELUDE`. On x86-64 Linux with GCC it declares glibc's libmvec
-SIMD versions of exp, log1p, tanh and erf (so `#pragma omp simd` loops calling them vectorise) and
-defines `BX_CLONES`, which builds a function for AVX2/FMA and for the baseline and lets the loader
-pick the one this CPU runs. Without libmvec the same loops build and call the scalar functions.
-A kernel written with explicit vectors of `BX_VEC_BYTES` can ask for an AVX-512 build
-(`avx512=True`): on a CPU with AVX-512 it is compiled for x86-64-v4 with 64-byte vectors first.
-Every build uses -fopenmp: without it at::parallel_for runs on one thread.
+Each kernel is one source, `csrc/<name>.cpp`, that includes the shared `csrc/bioxlstm_common.h`
+(vector types, math helpers, and glibc's libmvec SIMD declarations of exp, log1p, tanh and erf,
+so `#pragma omp simd` loops calling them vectorise). On x86-64 Linux the loader tries a build
+linked to libmvec, then one without it; a kernel written with explicit vectors of
+`BX_VEC_BYTES` can ask for an AVX-512 build (`avx512=True`), tried first on a CPU that has it:
+x86-64-v4 with 64-byte vectors. Every build uses -fopenmp: without it at::parallel_for runs on
+one thread. A build's module name ends in a hash of its sources, flags and torch version, so a
+changed kernel is rebuilt under a new name and never loads an older build.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import sys
 import time
+from pathlib import Path
 from types import ModuleType
 
 from bioxlstm.cpuinfo import cpu_flags
 
-SIMD_PRELUDE = r"""
-#include <cmath>  // defines __GLIBC__ for the test below
-#if defined(__x86_64__) && defined(__GLIBC__) && defined(__GNUC__) && !defined(__clang__)
-#if __GLIBC_PREREQ(2, 35) && !defined(BX_NO_LIBMVEC)
-extern "C" {
-#pragma omp declare simd notinbranch
-float expf(float) noexcept;
-#pragma omp declare simd notinbranch
-double exp(double) noexcept;
-#pragma omp declare simd notinbranch
-float log1pf(float) noexcept;
-#pragma omp declare simd notinbranch
-double log1p(double) noexcept;
-#pragma omp declare simd notinbranch
-float tanhf(float) noexcept;
-#pragma omp declare simd notinbranch
-double tanh(double) noexcept;
-#pragma omp declare simd notinbranch
-float erff(float) noexcept;
-#pragma omp declare simd notinbranch
-double erf(double) noexcept;
-}
-#endif
-#endif
-#if defined(__x86_64__) && defined(__GLIBC__) && defined(__GNUC__) && !defined(__clang__) && \
-    !defined(__AVX512F__)
-#define BX_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define BX_CLONES
-#endif
-#ifndef BX_VEC_BYTES
-#define BX_VEC_BYTES 32
-#endif
-#define BX_INLINE inline __attribute__((always_inline))
-"""
-
+CSRC = Path(__file__).resolve().parent.parent / "csrc"
+COMMON_HEADER = "bioxlstm_common.h"
 _CFLAGS = ["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"]
 _AVX512_FLAGS = ["-march=x86-64-v4", "-DBX_VEC_BYTES=64"]
 X86_64_V4_AVX512 = frozenset({"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"})
+STALE_LOCK_S = 600.0  # a build takes at most a minute or two; a lock this old has no owner
+FAILED_BUILDS: dict[str, str] = {}  # kernel source -> the last build's error, this process
 
 
 def extensions_disabled() -> bool:
@@ -70,9 +42,6 @@ def avx512_build_possible() -> bool:
     if sys.platform != "linux" or platform.machine() != "x86_64":
         return False
     return X86_64_V4_AVX512 <= cpu_flags()
-
-
-STALE_LOCK_S = 600.0  # a build takes at most a minute or two; a lock this old has no owner
 
 
 def clear_stale_lock(module_name: str) -> bool:
@@ -95,30 +64,102 @@ def clear_stale_lock(module_name: str) -> bool:
     return True
 
 
-def build_extension(name: str, source: str, functions: list[str], what: str,
-                    avx512: bool = False) -> ModuleType | None:
-    """Compile `source` (which starts with SIMD_PRELUDE) as module `name`; None if impossible.
+def builds(avx512: bool) -> list[tuple[str, list[str], list[str]]]:
+    """(name suffix, compiler flags, linker flags) of each build to try, in order."""
+    tried = [("_nomvec", _CFLAGS + ["-DBX_NO_LIBMVEC"], ["-fopenmp"])]
+    if sys.platform == "linux" and platform.machine() == "x86_64":
+        tried.insert(0, ("", _CFLAGS, ["-fopenmp", "-lmvec"]))
+    if avx512 and avx512_build_possible():
+        tried.insert(0, ("_avx512", _CFLAGS + _AVX512_FLAGS, ["-fopenmp", "-lmvec"]))
+    return tried
 
-    Tries a build linked to libmvec where that exists, then one without it; with `avx512` and a
-    CPU that has it, an x86-64-v4 build with 64-byte vectors before both. A failure, or
-    BIOXLSTM_NO_EXTENSIONS=1, returns None and prints one line naming `what` falls back.
+
+def sources(kernel: str) -> dict[str, bytes]:
+    """The files a kernel is built from: its own .cpp and the shared header, by file name."""
+    return {name: (CSRC / name).read_bytes() for name in (f"{kernel}.cpp", COMMON_HEADER)}
+
+
+def module_name(kernel: str, suffix: str, files: dict[str, bytes], cflags: list[str],
+                ldflags: list[str]) -> str:
+    """bioxlstm_<kernel><suffix>_<hash of the sources, the flags and torch's version>."""
+    import torch
+
+    digest = hashlib.sha256()
+    for part in (*files.values(), *(f.encode() for f in cflags), b"|",
+                 *(f.encode() for f in ldflags), torch.__version__.encode()):
+        digest.update(len(part).to_bytes(8, "little") + part)
+    return f"bioxlstm_{kernel}{suffix}_{digest.hexdigest()[:12]}"
+
+
+def stage_sources(module: str, files: dict[str, bytes]) -> Path:
+    """Copy the sources into the module's build directory, which it returns.
+
+    The build then names only files inside its own directory, so installs of the same sources
+    in different places share one build instead of rebuilding each other's.
+    """
+    from torch.utils import cpp_extension
+
+    directory = Path(cpp_extension._get_build_directory(module, verbose=False))
+    for name, data in files.items():
+        path = directory / name
+        if not path.exists():  # the name is a hash of the content: an existing file is this one
+            partial = path.with_name(f"{name}.{os.getpid()}.tmp")
+            partial.write_bytes(data)
+            os.replace(partial, path)
+    return directory
+
+
+def build_extension(kernel: str, what: str, avx512: bool = False) -> ModuleType | None:
+    """Compile and load `csrc/<kernel>.cpp`; None if impossible.
+
+    Tries the builds of `builds` in order (each cached by torch under its own name). A failure
+    of all, or BIOXLSTM_NO_EXTENSIONS=1, returns None; a failure prints one line naming `what`
+    and is kept in FAILED_BUILDS.
     """
     if extensions_disabled():
         return None
-    from torch.utils.cpp_extension import load_inline
+    from torch.utils.cpp_extension import load
 
-    builds = [(f"{name}_nomvec", _CFLAGS + ["-DBX_NO_LIBMVEC"], ["-fopenmp"])]
-    if sys.platform == "linux" and platform.machine() == "x86_64":
-        builds.insert(0, (name, _CFLAGS, ["-fopenmp", "-lmvec"]))
-    if avx512 and avx512_build_possible():
-        builds.insert(0, (f"{name}_avx512", _CFLAGS + _AVX512_FLAGS, ["-fopenmp", "-lmvec"]))
     err: Exception | None = None
-    for module_name, cflags, ldflags in builds:
-        clear_stale_lock(module_name)
+    try:
+        files = sources(kernel)
+    except OSError as e:  # an install without the sources: PyTorch code
+        files, err = {}, e
+    for suffix, cflags, ldflags in builds(avx512) if files else []:
+        name = module_name(kernel, suffix, files, cflags, ldflags)
+        clear_stale_lock(name)
         try:
-            return load_inline(name=module_name, cpp_sources=[source], functions=functions,
-                               extra_cflags=cflags, extra_ldflags=ldflags)
+            source = stage_sources(name, files) / f"{kernel}.cpp"
+            return load(name=name, sources=[str(source)], extra_cflags=cflags,
+                        extra_ldflags=ldflags)
         except Exception as e:  # any build failure means: try the next build, then PyTorch code
             err = e
+    FAILED_BUILDS[kernel] = str(err)
     print(f"bioxlstm: {what} unavailable, using PyTorch code ({err})"[:300], file=sys.stderr)
     return None
+
+
+class CpuKernel:
+    """One compiled kernel, `csrc/<source>.cpp`: built (or loaded from torch's cache) on first use."""
+
+    def __init__(self, source: str, title: str, avx512: bool = False) -> None:
+        self.source, self.title, self.avx512 = source, title, avx512
+        self._module: ModuleType | None = None
+        self._tried = False
+
+    def load(self) -> ModuleType | None:
+        """The compiled module, built once per process; None if it cannot be built."""
+        if not self._tried:
+            self._module = build_extension(self.source, f"{self.title} CPU kernel", self.avx512)
+            self._tried = True
+        return self._module
+
+    def available(self) -> bool:
+        """Whether the kernel is built (building it if this is its first use)."""
+        return (self._module if self._tried else self.load()) is not None
+
+    def unavailable_reason(self) -> str:
+        """Why `load` gave None: switched off, or the build's error."""
+        if extensions_disabled():
+            return "BIOXLSTM_NO_EXTENSIONS=1"
+        return FAILED_BUILDS.get(self.source, "not built")[:300]

@@ -1,6 +1,6 @@
 """The mLSTM cell (matrix memory) in three exact forms: parallel, chunkwise and recurrent.
 
-All three compute SPEC section 1 from the same state convention, so they agree to rounding:
+All three compute docs/model.md section 1 from the same state convention, so they agree to rounding:
 the state is (C, n, m) with C (B, NH, DH, DH), n (B, NH, DH) and m (B, NH); a missing state
 means zeros with m = 0. Inputs: q, k, v (B, NH, S, DH); gate pre-activations i, f (B, NH, S).
 Gates and stabilisers are computed in at least float32 whatever the input dtype.

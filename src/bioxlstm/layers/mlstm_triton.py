@@ -43,16 +43,39 @@ def triton_available() -> bool:
             and package_kernel(TRITON_KERNEL) is not None)
 
 
-def triton_supported(q: Tensor) -> bool:
-    """Whether the Triton kernel takes these inputs: CUDA tensors of a half or single dtype."""
-    return q.is_cuda and q.dtype in (torch.float32, torch.bfloat16, torch.float16) and \
-        triton_available()
+class _Triton:
+    """mlstm_kernels' Triton kernels as the backend of a fast path."""
+
+    def available(self) -> bool:
+        """Whether CUDA is present and the Triton kernel imports (see triton_available)."""
+        return triton_available()
+
+    def unavailable_reason(self) -> str:
+        """What it needs."""
+        return "needs CUDA and mlstm_kernels' Triton kernels"
+
+
+TRITON = _Triton()
+
+
+def mlstm_chunkwise_triton_supported(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor,
+                                     state: MLSTMState | None, chunk_size: int) -> bool:
+    """Whether the Triton kernel takes these inputs: CUDA tensors of a half or single dtype, and a
+    chunk size of at least 1 (for the tail it leaves to the chunkwise form)."""
+    return chunk_size >= 1 and q.is_cuda and q.dtype in (torch.float32, torch.bfloat16,
+                                                         torch.float16)
 
 
 @cache
 def triton_kernel() -> MLSTMKernel:
     """The Triton kernel behind bioxlstm's kernel signature (call only where triton_available)."""
     return adapt(package_kernel(TRITON_KERNEL))
+
+
+def mlstm_chunkwise_triton(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor,
+                           state: MLSTMState | None, chunk_size: int) -> tuple[Tensor, MLSTMState]:
+    """The chunkwise cell on the Triton kernel (where triton_available); `backends` registers it."""
+    return triton_kernel()(q, k, v, i, f, state, chunk_size)
 
 
 def adapt(kernel: Callable, kernel_chunk: int = KERNEL_CHUNK) -> MLSTMKernel:

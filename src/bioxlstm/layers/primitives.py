@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 
 def small_init_(weight: Tensor, dim: int) -> Tensor:
-    """'small' init: N(0, sqrt(2 / (5 d))) (SPEC section 1)."""
+    """'small' init: N(0, sqrt(2 / (5 d))) (docs/model.md, section 4)."""
     return nn.init.normal_(weight, mean=0.0, std=math.sqrt(2.0 / (5.0 * dim)))
 
 
@@ -40,8 +40,13 @@ class MultiHeadNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
-        y = F.layer_norm(x, (x.shape[-1],), None, None, self.eps)
-        return y.flatten(-2) * (1.0 + self.weight)
+        return multi_head_norm(x, self.weight, self.eps)
+
+
+def multi_head_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    """`MultiHeadNorm` as a function: x (..., NH, DH) normed per head, times 1 + weight (NH * DH)."""
+    y = F.layer_norm(x, (x.shape[-1],), None, None, eps)
+    return y.flatten(-2) * (1.0 + weight)
 
 
 class _ShiftedMultiplyAdd(torch.autograd.Function):
@@ -91,18 +96,26 @@ class CausalConv1d(nn.Module):
 
     def forward(self, x: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """x (B, S, D), state (B, K-1, D) -> y (B, S, D), new state."""
-        K = self.kernel_size
-        if state is None:
-            state = x.new_zeros(x.shape[0], K - 1, x.shape[2])
-        xp = torch.cat([state.to(x.dtype), x], dim=1)
-        y = _ShiftedMultiplyAdd.apply(xp, self.weight.to(x.dtype), self.bias.to(x.dtype))
-        return y, xp[:, xp.shape[1] - (K - 1):].clone()
+        return causal_conv(x, state, self.weight, self.bias)
 
-    def next_state(self, x: Tensor, state: Tensor) -> Tensor:
-        """The state after x (B, S, D): the last kernel-1 rows of [state; x]."""
-        K, S = self.kernel_size, x.shape[1]
-        tail = x[:, S - (K - 1):] if S >= K - 1 else torch.cat([state[:, S:].to(x.dtype), x], 1)
-        return tail.clone()
+
+def causal_conv(x: Tensor, state: Tensor | None, weight: Tensor,
+                bias: Tensor) -> tuple[Tensor, Tensor]:
+    """`CausalConv1d` as a function: x (B, S, D), state (B, K-1, D) or None (zeros), weight (D, K),
+    bias (D) -> y (B, S, D), new state."""
+    K = weight.shape[1]
+    if state is None:
+        state = x.new_zeros(x.shape[0], K - 1, x.shape[2])
+    xp = torch.cat([state.to(x.dtype), x], dim=1)
+    y = _ShiftedMultiplyAdd.apply(xp, weight.to(x.dtype), bias.to(x.dtype))
+    return y, xp[:, xp.shape[1] - (K - 1):].clone()
+
+
+def conv_next_state(x: Tensor, state: Tensor, kernel_size: int) -> Tensor:
+    """The causal conv's state after x (B, S, D): the last kernel_size-1 rows of [state; x]."""
+    K, S = kernel_size, x.shape[1]
+    tail = x[:, S - (K - 1):] if S >= K - 1 else torch.cat([state[:, S:].to(x.dtype), x], 1)
+    return tail.clone()
 
 
 class _SmallBlockMatmul(torch.autograd.Function):
@@ -155,11 +168,17 @@ class BlockDiagonalLinear(nn.Module):
         self.weight = nn.Parameter(torch.empty(dim // block_size, block_size, block_size))
 
     def forward(self, x: Tensor) -> Tensor:
-        W = self.weight.to(x.dtype)
-        if self.block_size <= self.SMALL_BLOCK and x.numel() >= self.MIN_ELEMENTS:
-            return _SmallBlockMatmul.apply(x, W)
-        y = torch.einsum("...hi,hoi->...ho", x.unflatten(-1, (W.shape[0], self.block_size)), W)
-        return y.flatten(-2)
+        return block_diagonal(x, self.weight)
+
+
+def block_diagonal(x: Tensor, weight: Tensor) -> Tensor:
+    """`BlockDiagonalLinear` as a function: x (..., D) times the blocks weight (D / bs, bs, bs)."""
+    W = weight.to(x.dtype)
+    block_size = W.shape[1]
+    if block_size <= BlockDiagonalLinear.SMALL_BLOCK and x.numel() >= BlockDiagonalLinear.MIN_ELEMENTS:
+        return _SmallBlockMatmul.apply(x, W)
+    y = torch.einsum("...hi,hoi->...ho", x.unflatten(-1, (W.shape[0], block_size)), W)
+    return y.flatten(-2)
 
 
 def rotary(x: Tensor, position_ids: Tensor, theta: float) -> Tensor:

@@ -3,24 +3,30 @@
 The input projections for all steps are computed by the caller at once; only the recurrent term
 R h_{t-1} (block-diagonal per head) and the pointwise update run inside the loop.
 State (h, c, n, m), each (B, NH, DH); a missing state means zeros, and a cell whose normaliser n
-is still 0 takes m = i~ as its stabiliser on its first step (SPEC section 1).
+is still 0 takes m = i~ as its stabiliser on its first step (docs/model.md, section 3).
 
-Two implementations of the same scan: `slstm_step` in a loop under autograd (the reference), and
-`SLSTMScan`, which runs the same loop without recording it and back-propagates through time by
-hand. Its backward treats the stabiliser m as a constant, which is exact: c and n both carry the
-factor exp(-m), so h = sigma(o) c / n does not depend on it. On CPU its loops run compiled
-(`slstm_cpu`) when the extension can be built, else as the PyTorch loops below.
+`slstm_scan_steps` is the definition: `slstm_step` in a loop under autograd. The scan that runs,
+`slstm_scan`, is `SLSTMScan`, which runs the same loop without recording it and back-propagates
+through time by hand. Its backward treats the stabiliser m as a constant, which is exact: c and n
+both carry the factor exp(-m), so h = sigma(o) c / n does not depend on it. It has two
+implementations of its loops, the PyTorch ones below (`slstm_scan_reference`) and compiled ones
+(`slstm_cpu`, `slstm_scan_fused`), and `slstm_scan` dispatches between them.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from bioxlstm.layers import slstm_cpu
+from bioxlstm.layers.cpu_kernels import SLSTM_SCAN
+from bioxlstm.layers.fast_paths import FastPath
 
 SLSTMState = tuple[Tensor, Tensor, Tensor, Tensor]
+Loops = tuple[Callable[..., tuple[Tensor, ...]], Callable[..., tuple[Tensor, ...]]]
 
 
 def slstm_zero_state(wx: Tensor) -> SLSTMState:
@@ -51,10 +57,11 @@ def slstm_step(wx_t: Tensor, state: SLSTMState, R: Tensor, bias: Tensor) -> SLST
     return h, c, n, m_new
 
 
-def slstm_scan_reference(
+def slstm_scan_steps(
     wx: Tensor, R: Tensor, bias: Tensor, state: SLSTMState | None = None
 ) -> tuple[Tensor, SLSTMState]:
-    """The scan as a loop of `slstm_step` under autograd: the form the fast path is held to."""
+    """The scan as a loop of `slstm_step` under autograd: the definition both of `slstm_scan`'s
+    implementations are held to."""
     _check(wx)
     state = slstm_zero_state(wx) if state is None else state
     hs = []
@@ -67,51 +74,41 @@ def slstm_scan_reference(
 class SLSTMScan(torch.autograd.Function):
     """The scan with a hand-written backward through time; gradients reach wx, R, bias, h0, c0, n0.
 
-    Buffers are batch-major, (B, S, ...), like wx and the output, so no layout copies are needed
-    around the loops. The returned end state (c, n, m) is not differentiable; the end h is h[:, -1].
+    `loops` is the pair (forward loop, backward loop) that does the work: `_forward_loop` and
+    `_backward_loop` below, or their compiled twins in `slstm_cpu`. Buffers are batch-major,
+    (B, S, ...), like wx and the output, so no layout copies are needed around the loops. The
+    returned end state (c, n, m) is not differentiable; the end h is h[:, -1].
     """
 
     @staticmethod
     def forward(ctx, wx: Tensor, R: Tensor, bias: Tensor, h0: Tensor, c0: Tensor, n0: Tensor,
-                m0: Tensor):
+                m0: Tensor, loops: Loops):
         dt = h0.dtype
         args = [t.to(dt).contiguous() for t in (wx, bias, R, h0, c0, n0, m0)]
-        ext = slstm_cpu.load() if wx.device.type == "cpu" else None
-        if ext is not None:
-            with torch.autocast("cpu", enabled=False):  # the kernel reads float/double buffers
-                hs, cs, ns, acts, m = ext.forward(*args)
-        else:
-            hs, cs, ns, acts, m = _forward_loop(*args)
+        hs, cs, ns, acts, m = loops[0](*args)
         _, _, Rd, h0d, c0d, n0d, _ = args
         c, n = cs[:, -1], ns[:, -1]
         ctx.save_for_backward(Rd, h0d, c0d, n0d, hs, cs, ns, acts)
         ctx.in_dtypes = (wx.dtype, R.dtype, bias.dtype)
-        ctx.ext = ext
+        ctx.backward_loop = loops[1]
         ctx.mark_non_differentiable(c, n, m)
         return hs.to(wx.dtype), hs[:, -1].clone(), c, n, m
 
     @staticmethod
     def backward(ctx, d_out: Tensor, d_h_end: Tensor, *_):
         Rd, h0, c0, n0, hs, cs, ns, acts = ctx.saved_tensors
-        NH, DH = hs.shape[2:]
         d_out = d_out.to(hs.dtype).contiguous()
         dh_end = d_h_end.to(hs.dtype).contiguous() if d_h_end is not None else torch.zeros_like(h0)
         Rt = Rd.transpose(1, 2).contiguous()
-        loop_args = (d_out, dh_end, Rt, h0, c0, n0, hs, cs, ns, acts)
-        if ctx.ext is not None:
-            with torch.autocast("cpu", enabled=False):
-                d_raw, dh0, dc0, dn0, dR_parts, db_parts = ctx.ext.backward(*loop_args)
-            dR = dR_parts.sum(0)
-            d_bias = db_parts.sum(0).view(NH, 4, DH).transpose(0, 1)
-        else:
-            d_raw, dh0, dc0, dn0, dR, d_bias = _backward_loop(*loop_args)
+        d_raw, dh0, dc0, dn0, dR, d_bias = ctx.backward_loop(d_out, dh_end, Rt, h0, c0, n0, hs, cs,
+                                                             ns, acts)
         wx_dt, R_dt, b_dt = ctx.in_dtypes
-        return (d_raw.to(wx_dt), dR.to(R_dt), d_bias.to(b_dt), dh0, dc0, dn0, None)
+        return (d_raw.to(wx_dt), dR.to(R_dt), d_bias.to(b_dt), dh0, dc0, dn0, None, None)
 
 
 def _forward_loop(wx: Tensor, bias: Tensor, Rd: Tensor, h0: Tensor, c0: Tensor, n0: Tensor,
                   m0: Tensor):
-    """The scan in PyTorch ops, recording what the backward needs (see slstm_cpu for the same in C++)."""
+    """The scan in PyTorch ops, recording what the backward needs (slstm_cpu has the same in C++)."""
     B, S = wx.shape[:2]
     xs = wx + bias
     hs = h0.new_empty(B, S, *h0.shape[1:])
@@ -166,16 +163,40 @@ def _backward_loop(d_out: Tensor, dh_end: Tensor, Rt: Tensor, h0: Tensor, c0: Te
     return d_raw, dh_rec, dc_next, dn_next, dR, d_raw.sum((0, 1))
 
 
-def slstm_scan(
-    wx: Tensor, R: Tensor, bias: Tensor, state: SLSTMState | None = None
-) -> tuple[Tensor, SLSTMState]:
-    """Run the recurrence over S steps. wx (B, S, 4, NH, DH) -> h (B, S, NH, DH) and end state."""
+def _scan(wx: Tensor, R: Tensor, bias: Tensor, state: SLSTMState | None,
+          loops: Loops) -> tuple[Tensor, SLSTMState]:
+    """The recurrence over S steps through `SLSTMScan` with these loops."""
     _check(wx)
     h0, c0, n0, m0 = slstm_zero_state(wx) if state is None else state
     if wx.shape[1] == 0:  # nothing to scan: the state passes through unchanged
         return wx.new_zeros(wx.shape[0], 0, *wx.shape[3:]), (h0, c0, n0, m0)
-    out, h, c, n, m = SLSTMScan.apply(wx, R, bias, h0, c0, n0, m0)
+    out, h, c, n, m = SLSTMScan.apply(wx, R, bias, h0, c0, n0, m0, loops)
     return out, (h, c, n, m)
+
+
+def slstm_scan_reference(
+    wx: Tensor, R: Tensor, bias: Tensor, state: SLSTMState | None = None
+) -> tuple[Tensor, SLSTMState]:
+    """The scan with its loops in PyTorch operators. wx (B, S, 4, NH, DH) -> h (B, S, NH, DH) and
+    the end state."""
+    return _scan(wx, R, bias, state, (_forward_loop, _backward_loop))
+
+
+def slstm_scan_fused(
+    wx: Tensor, R: Tensor, bias: Tensor, state: SLSTMState | None = None
+) -> tuple[Tensor, SLSTMState]:
+    """The scan with its loops compiled (`slstm_cpu`); arguments and results as the reference."""
+    return _scan(wx, R, bias, state, (slstm_cpu.forward_loop, slstm_cpu.backward_loop))
+
+
+def slstm_scan_supported(wx: Tensor, R: Tensor, bias: Tensor, state: SLSTMState | None = None) -> bool:
+    """Whether `slstm_scan_fused` takes these inputs: gate inputs on the CPU (all else is converted
+    to the state's float32 or float64)."""
+    return wx.device.type == "cpu"
+
+
+slstm_scan = FastPath("sLSTM scan", slstm_scan_reference)
+slstm_scan.register("fused", slstm_scan_fused, slstm_scan_supported, SLSTM_SCAN)
 
 
 def _check(wx: Tensor) -> None:

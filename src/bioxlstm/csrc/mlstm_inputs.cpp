@@ -1,27 +1,11 @@
-"""Optional fused CPU kernel of the mLSTM layer's input side: conv + SiLU, q/k/v, i/f gates.
-
-From the up-projected x_m (B, S, D) it computes, one token row at a time while the row is in
-cache: c = silu(causal depthwise conv(x_m)), q = BD_q(c), k = BD_k(c), v = BD_v(x_m) with the
-small block-diagonal weights, and the gate pre-activations [i; f] = W_g [q; k; v] + b_g. Done as
-separate operators this is about a dozen full-size passes each way plus autograd's additions of
-the q/k/v gradients arriving from the cell and from the gates; here it is one pass each way. The
-backward adds a row's conv input gradient K - 1 rows later, when the later rows' gradients it
-needs are in a ring of K rows. The gates' weight gradient is a batched BLAS product. Built by
-`cpu_build`; without it the layer runs its PyTorch operators.
-"""
-
-from __future__ import annotations
-
-from functools import cache
-from types import ModuleType
-
-import torch
-from torch import Tensor
-
-from bioxlstm.layers.cpu_build import SIMD_PRELUDE, build_extension
-
-_SOURCE = SIMD_PRELUDE + r"""
+// The mLSTM layer's input side, one token row at a time while the row is in cache:
+// c = silu(causal depthwise conv(x_m)), q = BD_q(c), k = BD_k(c), v = BD_v(x_m) with small
+// block-diagonal weights, and the gate pre-activations [i; f] = W_g [q; k; v] + b_g; the backward
+// in one pass, each row's conv input gradient added K - 1 rows later from a ring of K rows
+// (layers/mlstm_inputs.py).
 #include <torch/extension.h>
+#include "bioxlstm_common.h"
+
 #include <ATen/Parallel.h>
 #include <algorithm>
 #include <cmath>
@@ -29,24 +13,8 @@ _SOURCE = SIMD_PRELUDE + r"""
 #include <utility>
 #include <vector>
 
-// Vectors of BX_VEC_BYTES (32, or 64 in the AVX-512 build) and, for blocks of 4, rotations within
-// each group of 4 lanes: rot<s>(y) holds y[4 g + (j + s) % 4] in lane 4 g + j.
-template <typename T> struct Vec;
-template <> struct Vec<float> {
-  typedef float v __attribute__((vector_size(BX_VEC_BYTES)));
-};
-template <> struct Vec<double> {
-  typedef double v __attribute__((vector_size(BX_VEC_BYTES)));
-};
-template <typename T> constexpr int64_t kLanes = BX_VEC_BYTES / sizeof(T);
-template <typename T> BX_INLINE typename Vec<T>::v vload(const T* p) {
-  typename Vec<T>::v r;
-  std::memcpy(&r, p, sizeof r);
-  return r;
-}
-template <typename T> BX_INLINE void vstore(T* p, typename Vec<T>::v x) {
-  std::memcpy(p, &x, sizeof x);
-}
+// For blocks of 4, rotations of a Vec within each group of 4 lanes: rot<s>(y) holds
+// y[4 g + (j + s) % 4] in lane 4 g + j.
 template <typename M, int s, int... j> constexpr M rot_mask(std::integer_sequence<int, j...>) {
   return M{((j & ~3) + ((j + s) & 3))...};
 }
@@ -72,7 +40,7 @@ template <typename T> struct In {
   }
   // pre-activation of the conv at token (b, t) into acc (D), each vector summed in a register
   BX_INLINE void conv(int64_t b, int64_t t, T* acc) const {
-    using V = typename Vec<T>::v;
+    using V = Vec<T>;
     int64_t d = 0;
     for (; d + kLanes<T> <= D; d += kLanes<T>) {
       V s = vload(cb + d);
@@ -91,7 +59,7 @@ template <typename T> struct In {
 // with Wd (4, D) laid out by `diagonals` for the product wanted; D a multiple of 8.
 template <typename T>
 BX_INLINE void bd4(const T* y, const T* Wd, T* out, int64_t D, bool add) {
-  using V = typename Vec<T>::v;
+  using V = Vec<T>;
   for (int64_t d = 0; d < D; d += kLanes<T>) {
     const V y0 = vload(y + d);
     V acc = y0 * vload(Wd + d) + rot<1>(y0) * vload(Wd + D + d) +
@@ -104,7 +72,7 @@ BX_INLINE void bd4(const T* y, const T* Wd, T* out, int64_t D, bool add) {
 // `from_diagonals` maps back to (D / 4, 4, 4).
 template <typename T>
 BX_INLINE void bd4_outer(const T* dy, const T* x, T* Ad, int64_t D) {
-  using V = typename Vec<T>::v;
+  using V = Vec<T>;
   for (int64_t d = 0; d < D; d += kLanes<T>) {
     const V y0 = vload(dy + d), xv = vload(x + d);
     vstore(Ad + d, vload(Ad + d) + y0 * xv);
@@ -161,7 +129,7 @@ BX_INLINE void bd_grad(const T* dy, const T* x, const T* W, T* dx, T* dW, bool a
 template <typename T, int R>
 BX_INLINE void gate_rows(const In<T>& p, const T* q, const T* k, const T* v, int64_t r0,
                          T* gates) {
-  using V = typename Vec<T>::v;
+  using V = Vec<T>;
   const int64_t D = p.D, G = 2 * p.NH;
   for (int64_t g = 0; g < G; ++g) {
     const T* w = p.Wg + g * 3 * D;
@@ -193,7 +161,7 @@ BX_INLINE void forward_rows(const In<T>& p, T* c, T* q, T* k, T* v, T* gates, in
     T *cr = c + r * D, *qr = q + r * D, *kr = k + r * D, *vr = v + r * D;
     p.conv(b, t, cr);
 #pragma omp simd
-    for (int64_t d = 0; d < D; ++d) cr[d] = cr[d] / (T(1) + std::exp(-cr[d]));
+    for (int64_t d = 0; d < D; ++d) cr[d] = silu(cr[d]);
     bd<T, BS>(cr, p.Wq, qr, D, p.bs);
     bd<T, BS>(cr, p.Wk, kr, D, p.bs);
     bd<T, BS>(p.xrow(b, t + p.K - 1), p.Wv, vr, D, p.bs);
@@ -220,7 +188,7 @@ constexpr int kGateRows = 4;
 // the R rows share each load of Wg. gr is scratch for R x G gate gradients.
 template <typename T, int R>
 BX_INLINE void gate_grads(const In<T>& p, const Grad<T>& a, int64_t b, int64_t t, T* gr, T* out) {
-  using V = typename Vec<T>::v;
+  using V = Vec<T>;
   const int64_t D = p.D, G = 2 * p.NH, row = b * p.S + t;
   for (int r = 0; r < R; ++r)
     for (int64_t g = 0; g < G; ++g) gr[r * G + g] = a.dgates[p.gate_at(g, b, t + r)];
@@ -271,7 +239,7 @@ BX_INLINE void row_grad(const In<T>& p, const Grad<T>& a, int64_t b, int64_t t, 
   p.conv(b, t, acc);
 #pragma omp simd
   for (int64_t d = 0; d < D; ++d) {
-    const T sig = T(1) / (T(1) + std::exp(-acc[d]));
+    const T sig = sigmoid(acc[d]);
     cv[d] = acc[d] * sig;
     pre[d] = sig * (T(1) + acc[d] * (T(1) - sig));  // silu'(acc), times dc below
   }
@@ -471,86 +439,8 @@ std::vector<at::Tensor> backward(at::Tensor dc, at::Tensor dq, at::Tensor dk, at
   auto db = sums.narrow(0, 3 * D * bs + K * D, D);
   return {dx, dstate, dw, db, dW[0], dW[1], dW[2]};
 }
-"""
 
-
-EXTENSION_NAME = "bioxlstm_mlstm_input_cpu_v10"  # a new name for each change of the source
-
-
-@cache
-def load() -> ModuleType | None:
-    """The compiled module, built once per machine and cached by torch; None if unavailable."""
-    return build_extension(EXTENSION_NAME, _SOURCE, ["forward", "backward"],
-                           "mLSTM input-side CPU kernel", avx512=True)
-
-
-def _rows(t: Tensor) -> Tensor:
-    """t (B, S, D) with unit stride in D and a row stride shared by all tokens of a sequence."""
-    return t if t.stride(2) == 1 and t.stride(0) == t.shape[1] * t.stride(1) else t.contiguous()
-
-
-def _rows_product(g: Tensor, x: Tensor, blocks: int = 4) -> Tensor:
-    """g^T x for g (N, G) with few columns and x (N, D), as a batched product over row blocks.
-
-    MKL runs the (G x N) x (N x D) product with G = 8 at about 28 GFLOP/s on a 2-core CPU; the
-    sum of four (G x N/4) x (N/4 x D) products in one batched call takes half the time.
-    """
-    N = x.shape[0]
-    if N % blocks:
-        return g.t() @ x
-    gb = g.t().reshape(g.shape[1], blocks, N // blocks).transpose(0, 1)
-    return torch.bmm(gb, x.view(blocks, N // blocks, x.shape[1])).sum(0)
-
-
-class _MLSTMInputs(torch.autograd.Function):
-    """c, q, k, v and the gate pre-activations from x_m, one pass each way."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, state: Tensor, wt: Tensor, cb: Tensor, Wq: Tensor, Wk: Tensor,
-                Wv: Tensor, Wg: Tensor, bg: Tensor, num_heads: int):
-        c, q, k, v, gates = load().forward(x, state, wt, cb, Wq, Wk, Wv, Wg, bg, num_heads)
-        ctx.save_for_backward(x, state, wt, cb, Wq, Wk, Wv, Wg, bg, q, k, v)
-        ctx.num_heads = num_heads
-        return c, q, k, v, gates
-
-    @staticmethod
-    def backward(ctx, dc: Tensor, dq: Tensor, dk: Tensor, dv: Tensor, dgates: Tensor):
-        x, state, wt, cb, Wq, Wk, Wv, Wg, bg, q, k, v = ctx.saved_tensors
-        # autograd passes zeros for outputs that were not used, so every gradient is a tensor
-        dc, dq, dk, dv = (_rows(g) for g in (dc, dq, dk, dv))
-        dgates = dgates.contiguous()
-        dx, dstate, dw, db, dWq, dWk, dWv = load().backward(
-            dc, dq, dk, dv, dgates, x, state, wt, cb, Wq, Wk, Wv, Wg, bg, ctx.num_heads)
-        # gate rows per token: (2, B, NH, S) -> (B S, 2 NH); then one product per input
-        per_token = dgates.permute(1, 3, 0, 2).reshape(-1, Wg.shape[0])
-        dWg = torch.cat([_rows_product(per_token, t.view(-1, t.shape[-1])) for t in (q, k, v)],
-                        dim=1)
-        return dx, dstate, dw, db, dWq, dWk, dWv, dWg, per_token.sum(0), None
-
-
-MAX_BLOCK = 64  # the largest q/k/v block size the kernel takes
-
-
-def inputs_supported(*tensors: Tensor, block_size: int) -> bool:
-    """Whether the kernel can run these tensors: CPU, one float32/64 dtype, non-empty, small
-    q/k/v blocks, built."""
-    dtype = tensors[0].dtype
-    return (dtype in (torch.float32, torch.float64) and tensors[0].numel() > 0
-            and block_size <= MAX_BLOCK
-            and all(t.device.type == "cpu" and t.dtype == dtype for t in tensors)
-            and load() is not None)
-
-
-def mlstm_inputs_fused(x: Tensor, conv_state: Tensor, conv_weight: Tensor, conv_bias: Tensor,
-                       Wq: Tensor, Wk: Tensor, Wv: Tensor, gate_weight: Tensor, gate_bias: Tensor,
-                       num_heads: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """(c, q, k, v, gates) of the mLSTM layer from x (B, S, D); see the module doc.
-
-    conv_state (B, K - 1, D), conv_weight (D, K), conv_bias (D); Wq, Wk, Wv (D / bs, bs, bs);
-    gate_weight (2 NH, 3 D) = [W_i; W_f] over [q; k; v] and gate_bias (2 NH). c, q, k, v come back
-    (B, S, D) and gates (2, B, NH, S), so gates[0] and gates[1] are the cell's i and f.
-    """
-    return _MLSTMInputs.apply(
-        _rows(x), conv_state.contiguous(), conv_weight.t().contiguous(), conv_bias.contiguous(),
-        Wq.contiguous(), Wk.contiguous(), Wv.contiguous(), gate_weight.contiguous(),
-        gate_bias.contiguous(), num_heads)
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward", torch::wrap_pybind_function(forward), "forward");
+  m.def("backward", torch::wrap_pybind_function(backward), "backward");
+}

@@ -1,31 +1,11 @@
-"""Optional fused CPU kernel of the gated FFN's middle: y = GELU(a) * b, forward and backward.
-
-As PyTorch operators the forward is a GELU and a product (two passes, one temporary kept for the
-backward) and the backward two products and GELU's own backward (three passes). Here each is one
-vectorised pass over the rows of a and b, which may be the two strided halves of one projection
-(`dense.split_linear`); GELU(a) is recomputed in the backward instead of stored. The exact (erf)
-GELU, as `F.gelu`. Built by `cpu_build`; without it the FFN runs its PyTorch operators.
-"""
-
-from __future__ import annotations
-
-from functools import cache
-from types import ModuleType
-
-import torch
-from torch import Tensor
-
-from bioxlstm.layers.cpu_build import SIMD_PRELUDE, build_extension
-
-_SOURCE = SIMD_PRELUDE + r"""
+// The gated FFN's middle, y = GELU(a) * b, forward and backward: one vectorised pass over the rows
+// of a and b each way, GELU(a) recomputed in the backward instead of stored (layers/gelu_gate.py).
 #include <torch/extension.h>
+#include "bioxlstm_common.h"
+
 #include <ATen/Parallel.h>
 #include <cmath>
 #include <vector>
-
-template <typename T> static BX_INLINE T phi(T x) {  // the standard normal CDF
-  return T(0.5) * (T(1) + std::erf(x * T(M_SQRT1_2)));
-}
 
 // Rows [r0, r1) of F values: y = gelu(a) * b; a, b with row strides sa, sb, y contiguous.
 template <typename T>
@@ -84,43 +64,8 @@ std::vector<at::Tensor> backward(at::Tensor dy, at::Tensor a, at::Tensor b) {
   });
   return {da, db};
 }
-"""
 
-
-@cache
-def load() -> ModuleType | None:
-    """The compiled module, built once per machine and cached by torch; None if unavailable."""
-    return build_extension("bioxlstm_gelu_gate_cpu_v1", _SOURCE, ["forward", "backward"],
-                           "GELU-gate CPU kernel")
-
-
-def _rows(t: Tensor) -> Tensor:
-    """t (..., F) as (N, F) rows with unit stride in F, a view where the layout allows."""
-    rows = t.reshape(-1, t.shape[-1])
-    return rows if rows.stride(-1) == 1 else rows.contiguous()
-
-
-class _GeluGate(torch.autograd.Function):
-    """GELU(a) * b on (N, F) rows, one pass each way."""
-
-    @staticmethod
-    def forward(ctx, a: Tensor, b: Tensor) -> Tensor:
-        ctx.save_for_backward(a, b)
-        return load().forward(a, b)
-
-    @staticmethod
-    def backward(ctx, dy: Tensor):
-        a, b = ctx.saved_tensors
-        da, db = load().backward(dy.contiguous(), a, b)
-        return da, db
-
-
-def gelu_gate_supported(a: Tensor, b: Tensor) -> bool:
-    """Whether the kernel can run a and b: same shape, CPU, one float32/64 dtype, built."""
-    return (a.shape == b.shape and a.dtype == b.dtype and a.dtype in (torch.float32, torch.float64)
-            and a.device.type == "cpu" and b.device.type == "cpu" and load() is not None)
-
-
-def gelu_gate_fused(a: Tensor, b: Tensor) -> Tensor:
-    """F.gelu(a) * b for a, b of one shape (..., F) through the compiled kernel (see module doc)."""
-    return _GeluGate.apply(_rows(a), _rows(b)).view(a.shape)
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward", torch::wrap_pybind_function(forward), "forward");
+  m.def("backward", torch::wrap_pybind_function(backward), "backward");
+}

@@ -1,23 +1,9 @@
-"""Optional fused CPU kernel of the mLSTM layer's output gate: per-head norm, skip and SiLU(z).
-
-y = (LN_heads(h) * (1 + w) + skip * c) * silu(z) on token rows, one vectorised pass forward and
-one backward instead of about a dozen full-size elementwise operators and their temporaries. The
-per-(row, head) mean and reciprocal deviation are kept for the backward. Built by `cpu_build`;
-without it the layer runs its PyTorch operators.
-"""
-
-from __future__ import annotations
-
-from functools import cache
-from types import ModuleType
-
-import torch
-from torch import Tensor
-
-from bioxlstm.layers.cpu_build import SIMD_PRELUDE, build_extension
-
-_SOURCE = SIMD_PRELUDE + r"""
+// The mLSTM layer's output gate, y = (LN_heads(h) * (1 + w) + skip * c) * silu(z) on token rows:
+// one vectorised pass forward and one backward, the per-(row, head) mean and reciprocal deviation
+// kept for the backward (layers/mlstm_output_gate.py).
 #include <torch/extension.h>
+#include "bioxlstm_common.h"
+
 #include <ATen/Parallel.h>
 #include <cmath>
 #include <vector>
@@ -75,7 +61,7 @@ BX_INLINE void backward_rows(const Gate<T>& p, const T* dy, int64_t sdy, const T
 #pragma omp simd reduction(+ : s1, s2)
       for (int64_t e = 0; e < DH; ++e) {
         const int64_t d = o + e;
-        const T x = (hr[d] - mu) * rs, sig = T(1) / (T(1) + std::exp(-zr[d]));
+        const T x = (hr[d] - mu) * rs, sig = sigmoid(zr[d]);
         const T gv = x * (T(1) + w[d]) + skip[d] * cr[d];
         const T dg = gr[d] * zr[d] * sig;
         dzr[d] = gr[d] * gv * sig * (T(1) + zr[d] * (T(1) - sig));
@@ -152,49 +138,8 @@ std::vector<at::Tensor> backward(at::Tensor dy, at::Tensor h, at::Tensor c, at::
   auto sums = part.sum(0);
   return {dh, dc, dz, sums.narrow(0, 0, D), sums.narrow(0, D, D)};
 }
-"""
 
-
-@cache
-def load() -> ModuleType | None:
-    """The compiled module, built once per machine and cached by torch; None if unavailable."""
-    return build_extension("bioxlstm_mlstm_output_cpu_v3", _SOURCE, ["forward", "backward"],
-                           "mLSTM output-gate CPU kernel")
-
-
-def _unit_last(x: Tensor) -> Tensor:
-    return x if x.stride(-1) == 1 else x.contiguous()
-
-
-class _OutputGate(torch.autograd.Function):
-    """(LN_heads(h) * (1 + w) + skip * c) * silu(z) on (N, D) rows, one pass each way."""
-
-    @staticmethod
-    def forward(ctx, h: Tensor, c: Tensor, z: Tensor, w: Tensor, skip: Tensor, num_heads: int,
-                eps: float):
-        y, mean, rstd = load().forward(h, c, z, w, skip, num_heads, eps)
-        ctx.save_for_backward(h, c, z, w, skip, mean, rstd)
-        ctx.eps = eps
-        return y
-
-    @staticmethod
-    def backward(ctx, dy: Tensor):
-        dh, dc, dz, dw, dskip = load().backward(_unit_last(dy), *ctx.saved_tensors, ctx.eps)
-        return dh, dc, dz, dw, dskip, None, None
-
-
-def output_gate_supported(*tensors: Tensor) -> bool:
-    """Whether the kernel can run these tensors: CPU, one float32/64 dtype, built."""
-    dtype = tensors[0].dtype
-    return (dtype in (torch.float32, torch.float64)
-            and all(t.device.type == "cpu" and t.dtype == dtype for t in tensors)
-            and load() is not None)
-
-
-def output_gate_fused(h: Tensor, c: Tensor, z: Tensor, norm_weight: Tensor, skip: Tensor,
-                      eps: float) -> Tensor:
-    """(MultiHeadNorm(h) + skip * c) * silu(z) for h (B, S, NH, DH), c and z (B, S, NH * DH)."""
-    B, S, NH, DH = h.shape
-    rows = [_unit_last(t.reshape(B * S, NH * DH)) for t in (h, c, z)]
-    y = _OutputGate.apply(*rows, norm_weight.contiguous(), skip.contiguous(), NH, float(eps))
-    return y.view(B, S, NH * DH)
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward", torch::wrap_pybind_function(forward), "forward");
+  m.def("backward", torch::wrap_pybind_function(backward), "backward");
+}

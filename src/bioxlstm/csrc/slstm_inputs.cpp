@@ -1,29 +1,10 @@
-"""Optional fused CPU kernel of the sLSTM layer's input side: conv + SiLU and the four gate inputs.
-
-From the normed x (B, S, D) it computes, in tiles of eight token rows: c = silu(causal depthwise
-conv(x)), and the scan's gate inputs wx = [W_i c; W_f c; W_z x; W_o x] (each block-diagonal per
-head) written straight into the scan's (B, S, 4, NH, DH) layout. The head-sized products of
-several rows are summed in registers at once, so each weight row loaded serves them all and their
-independent sums keep the FMA units busy (one row's chain of sums waits on each FMA's latency).
-As separate operators this is a concatenation for the conv's left padding, K multiply-adds,
-four block-diagonal products with their layout copies and a stack, each way; here the forward is
-one pass and the backward two (the gates, the SiLU and all weight gradients per row, then the
-conv's input gradient, which needs the next K - 1 rows). Built by `cpu_build` (with an AVX-512
-build where the CPU has it); without it the layer runs its PyTorch operators.
-"""
-
-from __future__ import annotations
-
-from functools import cache
-from types import ModuleType
-
-import torch
-from torch import Tensor
-
-from bioxlstm.layers.cpu_build import SIMD_PRELUDE, build_extension
-
-_SOURCE = SIMD_PRELUDE + r"""
+// The sLSTM layer's input side: c = silu(causal depthwise conv(x)) and the scan's gate inputs
+// wx = [W_i c; W_f c; W_z x; W_o x] (block-diagonal per head) in tiles of eight token rows, the
+// head-sized products of several rows summed in registers at once; the backward in two passes
+// (layers/slstm_inputs.py).
 #include <torch/extension.h>
+#include "bioxlstm_common.h"
+
 #include <ATen/Parallel.h>
 #include <algorithm>
 #include <cmath>
@@ -108,8 +89,6 @@ static BX_INLINE void vec_block(const T* in, int64_t si, const T* M, int64_t n, 
 }
 
 constexpr int64_t kTile = 8;  // token rows per tile
-
-template <typename T> static BX_INLINE T sigmoid(T u) { return T(1) / (T(1) + std::exp(-u)); }
 
 // Rows [r0, r1) of the B * S tokens: c = silu(conv(x)) and wx, with WT the blocks transposed
 // ([gate][head][in][out]) so each gate output is a sum of scaled rows.
@@ -308,46 +287,8 @@ std::vector<at::Tensor> backward(at::Tensor dwx, at::Tensor x, at::Tensor c, at:
   return {dx, dstate, sums.narrow(0, 0, K * D).view({K, D}), sums.narrow(0, K * D, D),
           sums.narrow(0, (K + 1) * D, W.numel()).view(W.sizes())};
 }
-"""
 
-
-@cache
-def load() -> ModuleType | None:
-    """The compiled module, built once per machine and cached by torch; None if unavailable."""
-    return build_extension("bioxlstm_slstm_input_cpu_v5", _SOURCE, ["forward", "backward"],
-                           "sLSTM input-side CPU kernel", avx512=True)
-
-
-class _SLSTMInputs(torch.autograd.Function):
-    """wx from x, one pass forward and two back."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, state: Tensor, wt: Tensor, cb: Tensor, W: Tensor) -> Tensor:
-        c, wx = load().forward(x, state, wt, cb, W)
-        ctx.save_for_backward(x, state, wt, cb, W, c)
-        return wx
-
-    @staticmethod
-    def backward(ctx, dwx: Tensor):
-        x, state, wt, cb, W, c = ctx.saved_tensors
-        dwx = dwx.contiguous()
-        return tuple(load().backward(dwx, x, c, state, wt, cb, W))
-
-
-def slstm_inputs_supported(x: Tensor, *weights: Tensor) -> bool:
-    """Whether the kernel can run these tensors: CPU, one float32/64 dtype, non-empty, built."""
-    return (x.dtype in (torch.float32, torch.float64) and x.numel() > 0
-            and all(t.device.type == "cpu" and t.dtype == x.dtype for t in (x, *weights))
-            and load() is not None)
-
-
-def slstm_inputs_fused(x: Tensor, conv_state: Tensor, conv_weight: Tensor, conv_bias: Tensor,
-                       gate_weights: Tensor) -> Tensor:
-    """The scan's gate inputs wx (B, S, 4, NH, DH) from x (B, S, D); see the module doc.
-
-    conv_state (B, K - 1, D), conv_weight (D, K), conv_bias (D); gate_weights (4, NH, DH, DH), the
-    i, f, z and o blocks [head][out][in] (i and f read the conv's output, z and o read x).
-    """
-    return _SLSTMInputs.apply(x.contiguous(), conv_state.contiguous(),
-                              conv_weight.t().contiguous(), conv_bias.contiguous(),
-                              gate_weights.contiguous())
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward", torch::wrap_pybind_function(forward), "forward");
+  m.def("backward", torch::wrap_pybind_function(backward), "backward");
+}

@@ -1,16 +1,25 @@
-"""The fused input-side kernel equals the mLSTM layer's PyTorch operators, values and gradients."""
+"""Both input-side implementations equal the mLSTM layer's maths in plain torch operators, values
+and gradients."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import fused_and_unfused_runs
+from conftest import fused_and_reference_runs, implementations, needs_fast_path
 
 from bioxlstm import preset
-from bioxlstm.layers import cpu_build, mlstm_input_cpu
+from bioxlstm.layers import cpu_build
+from bioxlstm.layers.cpu_kernels import MLSTM_INPUTS
+from bioxlstm.layers.mlstm_inputs import (
+    MAX_BLOCK,
+    mlstm_inputs,
+    mlstm_inputs_fused,
+    mlstm_inputs_supported,
+)
 
-pytestmark = pytest.mark.skipif(mlstm_input_cpu.load() is None, reason="kernel not built")
+OP = "mLSTM input side"
+needs_kernel = needs_fast_path(OP)
 
 
 def reference(x, state, w, b, Wq, Wk, Wv, Wg, bg, NH):
@@ -27,6 +36,16 @@ def reference(x, state, w, b, Wq, Wk, Wv, Wg, bg, NH):
     q, k, v = bd(c, Wq), bd(c, Wk), bd(x, Wv)
     gates = torch.cat([q, k, v], -1) @ Wg.t() + bg  # (B, S, 2 NH)
     return c, q, k, v, gates.unflatten(-1, (2, NH)).permute(2, 0, 3, 1)  # (2, B, NH, S)
+
+
+def run(fn, *args):
+    """c, q, k, v and the gates stacked (2, B, NH, S) as `reference` gives them, from an
+    implementation's (c, q, k, v, i, f, conv state); the conv state checked here."""
+    c, q, k, v, i, f, conv_state = fn(*args)
+    x, state = args[:2]
+    torch.testing.assert_close(conv_state, torch.cat([state, x], dim=1)[:, x.shape[1]:], rtol=0,
+                               atol=0)
+    return c, q, k, v, torch.stack([i, f])
 
 
 def make(B, S, D, K, bs, NH, dtype, strided):
@@ -50,9 +69,10 @@ def make(B, S, D, K, bs, NH, dtype, strided):
     # several 256-row backward segments, the last one shorter than the conv's K - 1 halo
     (1, 600, 8, 4, 4, 2, False), (2, 258, 8, 4, 2, 2, True),
 ])
-def test_matches_torch_operators_float64(B, S, D, K, bs, NH, strided):
+@pytest.mark.parametrize("impl", implementations(OP))
+def test_matches_torch_operators_float64(B, S, D, K, bs, NH, strided, impl):
     args, wide = make(B, S, D, K, bs, NH, torch.float64, strided)
-    out = mlstm_input_cpu.mlstm_inputs_fused(*args, NH)
+    out = run(mlstm_inputs.implementation(impl), *args, NH)
     ref = reference(*args, NH)
     cots = [torch.randn_like(t) for t in ref]
     grads = torch.autograd.grad(sum((o * c).sum() for o, c in zip(out, cots)), args)
@@ -63,52 +83,54 @@ def test_matches_torch_operators_float64(B, S, D, K, bs, NH, strided):
         torch.testing.assert_close(gr, e, rtol=1e-10, atol=1e-10)
 
 
+@needs_kernel
 def test_gradcheck_with_unused_outputs():
     args, _ = make(2, 5, 8, 4, 4, 2, torch.float64, False)
     # only v and the gates used: c, q and k get no gradient from outside
-    torch.autograd.gradcheck(lambda *a: [t.sum(0) for t in mlstm_input_cpu.mlstm_inputs_fused(
-        *a, 2)[3:]], args)
+    torch.autograd.gradcheck(lambda *a: [t.sum(0) for t in mlstm_inputs_fused(*a, 2)[3:6]], args)
 
 
+@pytest.mark.parametrize("impl", implementations(OP))
 @pytest.mark.parametrize("S,D", [(64, 32), (37, 20)])
-def test_float32_close_to_float64(S, D):
+def test_float32_close_to_float64(S, D, impl):
     args, _ = make(2, S, D, 4, 4, 2, torch.float32, False)
-    out = mlstm_input_cpu.mlstm_inputs_fused(*args, 2)
+    out = run(mlstm_inputs.implementation(impl), *args, 2)
     ref = reference(*[a.double() for a in args], 2)
     for o, e in zip(out, ref):
         torch.testing.assert_close(o.double(), e, rtol=1e-5, atol=1e-5)
 
 
+@needs_kernel
 def test_layer_equals_unfused_layer(monkeypatch):
     """Whole model, with carried state: the fused input side changes nothing but rounding."""
-    runs, calls = fused_and_unfused_runs(monkeypatch, "tiny-mlstm", "mlstm_inputs_fused",
-                                         "inputs_supported")
+    runs, calls = fused_and_reference_runs(monkeypatch, "tiny-mlstm", OP)
     assert calls == 3 * preset("tiny-mlstm").num_blocks  # every block in all three calls
     for a, e in zip(*runs):
         torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-10)
 
 
 def test_large_blocks_take_the_torch_operators():
-    x = torch.zeros(1, 2, 128)
-    assert mlstm_input_cpu.inputs_supported(x, block_size=mlstm_input_cpu.MAX_BLOCK)
-    assert not mlstm_input_cpu.inputs_supported(x, block_size=mlstm_input_cpu.MAX_BLOCK + 1)
+    x, w = torch.zeros(1, 2, 128), torch.zeros(4)
+    for bs, taken in ((MAX_BLOCK, True), (MAX_BLOCK + 1, False)):
+        W = torch.zeros(1, bs, bs)
+        assert mlstm_inputs_supported(x, x, w, w, W, W, W, w, w, 2) is taken
 
 
+@needs_kernel
 @pytest.mark.skipif(not cpu_build.avx512_build_possible(), reason="no AVX-512 on this CPU")
 @pytest.mark.parametrize("D,dtype", [(32, torch.float32), (24, torch.float32),
                                      (24, torch.float64), (20, torch.float64)])
 def test_avx512_build_equals_portable_build(monkeypatch, D, dtype):
     """The 64-byte-vector build against the 32-byte one: the diagonal path at each width, the
     generic path where D is not a whole number of 64-byte vectors."""
-    assert "avx512" in mlstm_input_cpu.load().__name__
-    portable = cpu_build.build_extension(mlstm_input_cpu.EXTENSION_NAME, mlstm_input_cpu._SOURCE,
-                                         ["forward", "backward"], "test")
+    assert "avx512" in MLSTM_INPUTS.load().__name__
+    portable = cpu_build.build_extension(MLSTM_INPUTS.source, "test")
     args, _ = make(2, 70, D, 4, 4, 2, dtype, True)
     cots = None
     results = []
-    for module in (mlstm_input_cpu.load(), portable):
-        monkeypatch.setattr(mlstm_input_cpu, "load", lambda module=module: module)
-        out = mlstm_input_cpu.mlstm_inputs_fused(*args, 2)
+    for module in (MLSTM_INPUTS.load(), portable):
+        monkeypatch.setattr(MLSTM_INPUTS, "load", lambda module=module: module)
+        out = mlstm_inputs_fused(*args, 2)
         cots = cots or [torch.randn_like(t) for t in out]
         grads = torch.autograd.grad(sum((o * c).sum() for o, c in zip(out, cots)), args)
         results.append([*out, *grads])
