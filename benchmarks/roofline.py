@@ -20,21 +20,28 @@ PEAK_SHAPES = ((8192, 256, 1024), (8192, 1024, 256), (8192, 512, 256), (8192, 25
 class MatmulProbe:
     """Times torch.mm on PEAK_SHAPES; a call returns the best GFLOP/s among them right now."""
 
-    def __init__(self, dtype: torch.dtype = torch.float32, repeats: int = 2) -> None:
+    def __init__(self, dtype: torch.dtype = torch.float32, repeats: int = 2,
+                 device: str = "cpu") -> None:
         g = torch.Generator().manual_seed(0)
-        self.repeats = repeats
-        self.operands = [(torch.randn(m, k, generator=g).to(dtype),
-                          torch.randn(k, n, generator=g).to(dtype),
-                          torch.empty(m, n, dtype=dtype)) for m, k, n in PEAK_SHAPES]
+        self.repeats, self.device = repeats, device
+        self.operands = [(torch.randn(m, k, generator=g).to(device, dtype),
+                          torch.randn(k, n, generator=g).to(device, dtype),
+                          torch.empty(m, n, dtype=dtype, device=device))
+                         for m, k, n in PEAK_SHAPES]
         self()  # first calls pay for page faults and kernel selection
 
     def __call__(self) -> float:
         best = 0.0
+        cuda = self.device == "cuda"
         for a, b, out in self.operands:
             flops = 2 * a.shape[0] * a.shape[1] * b.shape[1]
             for _ in range(self.repeats):
+                if cuda:
+                    torch.cuda.synchronize()
                 start = time.perf_counter()
                 torch.mm(a, b, out=out)
+                if cuda:
+                    torch.cuda.synchronize()
                 best = max(best, flops / (time.perf_counter() - start) / 1e9)
         return best
 
