@@ -174,13 +174,26 @@ def main(argv: list[str] | None = None) -> None:
         args.device, getattr(torch, args.dtype))
     times: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in cells}
     results: dict[str, list[torch.Tensor]] = {}
+    failed: dict[str, str] = {}  # a form that raised (e.g. a kernel refusing the shape) stops
     for round_index in range(args.warmup + args.rounds):
         for name, cell in cells.items():
-            fwd, bwd, results[name] = timed_call(cell, contiguous if name in packages else inputs,
-                                                 dh, args.device, args.autocast)
+            if name in failed:
+                continue
+            try:
+                fwd, bwd, results[name] = timed_call(
+                    cell, contiguous if name in packages else inputs, dh, args.device,
+                    args.autocast)
+            except Exception as err:  # noqa: BLE001 - reported, and the other forms go on
+                failed[name] = f"error: {type(err).__name__}: {str(err)[:300]}"
+                print(f"{name}: {failed[name]}", file=sys.stderr, flush=True)
+                times.pop(name, None)
+                results.pop(name, None)
+                continue
             if round_index >= args.warmup:
                 times[name][0].append(fwd)
                 times[name][1].append(bwd)
+    if not times:
+        raise SystemExit("every form failed")
     calls = args.batch * args.heads
     fwd_flops, bwd_flops = (calls * x for x in product_flops(args.seq_len, args.chunk,
                                                               args.head_dim, args.head_dim))
@@ -201,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
               f"GFLOP/s)   backward {row['backward_ms']:8.2f} ms "
               f"({row['backward_gflops']:6.1f} GFLOP/s)")
     report: dict[str, Any] = dict(machine=machine_info(args.device), settings=vars(args),
-                                  results=rows)
+                                  results=rows, failed=failed)
     names = ["h", "dq", "dk", "dv", "di", "df"]
     first = next(iter(results))
     report["relative_difference_to_first"] = {
