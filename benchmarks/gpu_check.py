@@ -4,6 +4,7 @@
     python benchmarks/gpu_check.py wheels       # does the wheelhouse cover what the GPU machine lacks?
     python benchmarks/gpu_check.py env          # device, driver and package versions
     python benchmarks/gpu_check.py summary RESULTS_JSON   # the tables again, from a results.json
+    python benchmarks/gpu_check.py plan [--dry-run]       # the parts, their limits and commands
 
 `run` goes through PARTS in order of priority: install (pip, offline, from benchmarks/wheels/),
 env, the GPU tests, then the benchmarks (paired.py, paired_generation.py and cell.py with
@@ -221,9 +222,14 @@ def child_env(dry: bool, extra_path: str = "") -> dict[str, str]:
     return env
 
 
-def select(plan: list[Part], only: str, skip: str, parser: argparse.ArgumentParser) -> list[Part]:
+def select(plan: list[Part], only: str, skip: str, parser: argparse.ArgumentParser,
+           dry: bool = True) -> list[Part]:
+    """The parts named by --parts (all by default) less --skip; on a GPU, install and env always
+    come too unless skipped, since every run starts on a bare machine."""
     names = [p.name for p in plan]
     wanted = [n.strip() for n in only.split(",") if n.strip()] or names
+    if not dry:
+        wanted += ["install", "env"]
     unwanted = [n.strip() for n in skip.split(",") if n.strip()]
     unknown = sorted(set(wanted + unwanted) - set(names))
     if unknown:
@@ -238,7 +244,7 @@ def cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         "gpu_check_work"
     out.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
-    plan = select(parts(dry, work, out), args.parts, args.skip, parser)
+    plan = select(parts(dry, work, out), args.parts, args.skip, parser, dry)
     budget = args.budget if args.budget else DEFAULT_BUDGET_S["dry" if dry else "gpu"]
     began, started_at = time.monotonic(), time.strftime("%Y-%m-%d %H:%M:%S %z")
     results: dict[str, Any] = dict(mode="dry-run" if dry else "gpu", started=started_at,
@@ -676,6 +682,16 @@ def junit_summary(path: Path) -> str:
     return text + "".join(f"\n  - {line}" for line in failing)
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Print the parts, their limits and commands, as `run` would go through them."""
+    work, out = BENCH / "results" / "gpu_check_work", Path(os.environ.get("OUT", "$OUT"))
+    for part in parts(args.dry_run, work, out):
+        env = " ".join(f"{k}={v}" for k, v in part.env.items())
+        print(f"{part.name:<17} {part.cap_s:>4.0f} s  {env + ' ' if env else ''}"
+              f"{' '.join(part.command)}")
+    return 0
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
     print(summary(json.loads(Path(args.results).read_text())))
     return 0
@@ -704,13 +720,15 @@ def main(argv: list[str] | None = None) -> int:
     wheels.add_argument("--json")
     env = sub.add_parser("env", help="device, driver and versions")
     env.add_argument("--json", required=True)
+    plan = sub.add_parser("plan", help="list the parts with their time limits and commands")
+    plan.add_argument("--dry-run", action="store_true")
     again = sub.add_parser("summary", help="print the tables of a results.json")
     again.add_argument("results")
     args = parser.parse_args(argv)
     if args.command == "run":
         return cmd_run(args, run)
     handlers: dict[str, Callable[[argparse.Namespace], int]] = dict(
-        install=cmd_install, wheels=cmd_wheels, env=cmd_env, summary=cmd_summary)
+        install=cmd_install, wheels=cmd_wheels, env=cmd_env, summary=cmd_summary, plan=cmd_plan)
     return handlers[args.command](args)
 
 

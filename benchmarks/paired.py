@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> None:
                 failed[index] = f"skipped: out of memory ({str(err)[:80]})"
                 print(f"{names[index]}: {failed[index]}", file=sys.stderr, flush=True)
                 model.zero_grad(set_to_none=True)
+                if device == "cuda":
+                    torch.cuda.empty_cache()  # give the others back what the failed step held
                 continue
             took = time.perf_counter() - start
             (seconds if round_index >= args.warmup else warmup_seconds)[index].append(took)

@@ -139,3 +139,25 @@ def test_summary_gives_the_targets_verdicts(gpu_check):
     assert "| 6.00x | - | - | ≥ 5x: met |" in text
     assert "(mlstm_kernels:triton_xl_chunk@64): 2.00x, target ≤ 1.5x: MISSED" in text
     assert "| mlstm_kernels:x | error: y |" in text
+
+
+def test_every_gpu_part_command_parses(gpu_check, tmp_path, monkeypatch):
+    """The GPU run's own command lines (never run here) through each script's argument parser."""
+    import importlib
+
+    plan = gpu_check.parts(False, tmp_path, tmp_path)
+    assert [p.name for p in plan][:4] == ["install", "env", "tests", "tests-triton"]
+    assert {"throughput-4096", "throughput-32768", "generation-32768", "cell-bf16",
+            "compile"} <= {p.name for p in plan}
+    for part in plan:
+        command = part.command
+        if command[1:3] == ["-m", "pytest"]:
+            assert all((BENCHMARKS.parent / arg).exists() for arg in command if arg.startswith("tests"))
+            continue
+        script = Path(command[1])
+        if script.name == "gpu_check.py":
+            continue
+        module = importlib.import_module(script.stem)
+        args = module.parse_args(command[2:])
+        assert args.device == "cuda" and args.json.endswith(part.result), part.name
+
