@@ -426,9 +426,10 @@ def check_wheelhouse(folder: Path, report: dict[str, Any], installed_here: bool 
     # may also be met by what the machine has. Fallback wheels' own needs are checked as well.
     queue = [(r, "bioxlstm's build (isolated: wheels only)", True) for r in build]
     queue += [(r, "bioxlstm[gpu]", False) for r in project_requirements()]
-    queue += [(r, f"{path.name} (if pip uses it)", False) for _, path in wheels.values()
+    queue += [(r, f"{path.name} (if pip uses it)", False) for name, (_, path) in wheels.items()
               for r in wheel_requirements(path)]
-    rows, seen = [], set()
+    fallbacks = {path.name for name, (_, path) in wheels.items() if name in present}
+    rows, seen, warnings = [], set(), []
     while queue:
         text, needed_by, wheels_only = queue.pop(0)
         req = Requirement(text)
@@ -448,14 +449,21 @@ def check_wheelhouse(folder: Path, report: dict[str, Any], installed_here: bool 
             source = "MISSING"
             where = "among the carried wheels" if wheels_only else "on the GPU machine" + (
                 f" ({there})" if name in present else "") + " or among the carried wheels"
-            problems.append(f"{req} (needed by {needed_by}): not {where}")
+            message = f"{req} (needed by {needed_by}): not {where}"
+            if needed_by.split(" ")[0] in fallbacks:  # only if pip used the fallback wheel
+                warnings.append(message)
+            else:
+                problems.append(message)
         rows.append(dict(requirement=str(req), needed_by=needed_by, met_by=source))
     print(f"wheelhouse {folder}: {len(wheels)} wheels, {size:.1f} MiB")
     for row in rows:
         print(f"  {row['requirement']:<34} {row['met_by']:<46} <- {row['needed_by']}")
+    for warning in warnings:
+        print(f"  warning (a fallback wheel, unused while the machine has its package): {warning}")
     for problem in problems:
         print(f"  PROBLEM: {problem}")
-    report.update(wheelhouse_mib=round(size, 2), requirements=rows, problems=problems)
+    report.update(wheelhouse_mib=round(size, 2), requirements=rows, problems=problems,
+                  warnings=warnings)
     return not problems
 
 

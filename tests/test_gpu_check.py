@@ -103,11 +103,14 @@ def test_wheelhouse_check_against_the_gpu_machines_packages(gpu_check, tmp_path)
     assert met["mlstm_kernels>=2.0.6"].startswith("carried: mlstm_kernels-2.0.6")
     assert met["setuptools>=64"].startswith("carried")  # the isolated build sees only the wheels
     _wheel(tmp_path, "torch-2.11.0-cp312-cp312-manylinux_2_28_x86_64.whl")
-    _wheel(tmp_path, "tqdm-4.70.1-cp311-cp311-manylinux_2_28_x86_64.whl", ("nonesuch-pkg",))
+    _wheel(tmp_path, "tqdm-4.70.1-cp311-cp311-manylinux_2_28_x86_64.whl", ("nonesuch-a",))
+    _wheel(tmp_path, "extra_thing-1.0-py3-none-any.whl", ("nonesuch-b",))
     assert not gpu_check.check_wheelhouse(tmp_path, report)
     problems = " ".join(report["problems"])
     assert "never carry torch" in problems and "tqdm-4.70.1-cp311" in problems
-    assert "nonesuch-pkg" in problems
+    # a carried package the machine lacks must have its needs met; a fallback's only warn
+    assert "nonesuch-b" in problems and "nonesuch-a" not in problems
+    assert any("nonesuch-a" in w for w in report["warnings"])
 
 
 def test_summary_gives_the_targets_verdicts(gpu_check):
