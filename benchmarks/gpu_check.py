@@ -267,38 +267,59 @@ def cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         else:
             print(f"\n=== {part.name} (limit {limit:.0f} s; {left:.0f} s of the budget left)\n"
                   f"$ {record['command']}", flush=True)
-            status, returncode, seconds = run_part(part, limit, child_env(dry, extra_path))
-            record.update(status=status, returncode=returncode, seconds=round(seconds, 1))
-            if part.result:
-                path = work / part.result
-                if path.exists():
-                    results["data"][part.name] = json.loads(path.read_text())
-                elif status == "ok":
-                    record.update(status="failed", reason=f"{part.result} was not written")
-            if part.junit:
-                results["data"][part.name] = dict(junit=junit_summary(out / part.junit))
-            if status == "timeout":
-                record["reason"] = f"killed after {limit:.0f} s"
-            elif status == "failed" and "reason" not in record:
-                record["reason"] = f"exit status {returncode}"
+            start = time.monotonic()
+            try:
+                finish_part(part, limit, record, results, work, out, child_env(dry, extra_path))
+            except Exception as err:  # noqa: BLE001 - a fault of this driver loses one part only
+                record.update(status="failed", reason=f"gpu_check itself: {type(err).__name__}: "
+                              f"{str(err)[:300]}")
             extra_path = results["data"].get("install", {}).get("pythonpath", "") or extra_path
             mark = "ok" if record["status"] == "ok" else f"{record['status'].upper()}: " \
                 f"{record.get('reason', '')}"
-            print(f"=== {part.name}: {mark} ({seconds:.0f} s)", flush=True)
+            print(f"=== {part.name}: {mark} ({time.monotonic() - start:.0f} s)", flush=True)
         results["parts"].append(record)
         results["elapsed_s"] = round(time.monotonic() - began, 1)
         write_results(results, out)
     not_ok = [p for p in results["parts"] if p["status"] != "ok"]
-    print("\n" + summary(results))
+    print("\n" + safe_summary(results))
     print(f"gpu_check: {len(results['parts']) - len(not_ok)}/{len(results['parts'])} parts ok in "
           f"{results['elapsed_s']:.0f} s" + (f"; NOT OK: {', '.join(p['name'] for p in not_ok)}"
                                              if not_ok else ""))
     return 1 if not_ok else 0
 
 
+def finish_part(part: Part, limit: float, record: dict[str, Any], results: dict[str, Any],
+                work: Path, out: Path, env: dict[str, str]) -> None:
+    """Run one part and record its status, seconds, reason and JSON (or junit summary)."""
+    status, returncode, seconds = run_part(part, limit, env)
+    record.update(status=status, returncode=returncode, seconds=round(seconds, 1))
+    if part.result:
+        path = work / part.result
+        if path.exists():
+            try:
+                results["data"][part.name] = json.loads(path.read_text())
+            except ValueError as err:
+                record.update(status="failed", reason=f"{part.result} is not JSON ({err})")
+        elif status == "ok":
+            record.update(status="failed", reason=f"{part.result} was not written")
+    if part.junit:
+        results["data"][part.name] = dict(junit=junit_summary(out / part.junit))
+    if status == "timeout":
+        record["reason"] = f"killed after {limit:.0f} s"
+    elif status == "failed" and "reason" not in record:
+        record["reason"] = f"exit status {returncode}"
+
+
+def safe_summary(results: dict[str, Any]) -> str:
+    try:
+        return summary(results)
+    except Exception as err:  # noqa: BLE001 - the numbers stay in results.json
+        return f"(the summary failed: {type(err).__name__}: {err}; see results.json)\n"
+
+
 def write_results(results: dict[str, Any], out: Path) -> None:
     for name, text in (("results.json", json.dumps(results, indent=1)),
-                       ("summary.md", summary(results))):
+                       ("summary.md", safe_summary(results))):
         tmp = out / f".{name}.tmp"
         tmp.write_text(text)
         tmp.replace(out / name)
