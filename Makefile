@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_PIN := torch==2.13.0
 
-.PHONY: test demo bench lint clean
+.PHONY: test demo bench lint clean gpu-wheels gpu-dry-run
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,3 +42,11 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache runs
+
+# the wheels benchmarks/gpu_check.sh installs offline on a GPU machine (benchmarks/wheels/, ignored)
+gpu-wheels: $(STAMP)
+	bash benchmarks/gpu_wheels.sh
+
+# benchmarks/gpu_check.sh's parts on the CPU with tiny sizes: its plumbing, before a GPU is lent
+gpu-dry-run: $(STAMP)
+	PYTHON=$(abspath $(BIN)/python) bash benchmarks/gpu_check.sh --dry-run

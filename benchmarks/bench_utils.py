@@ -24,6 +24,7 @@ from bioxlstm.layers.dense import onednn_preferred
 
 TRANSFORMER_PREFIX = "transformer:"
 REFERENCE_PREFIX = "reference:"
+COMPILED_PREFIX = "compiled:"
 DEFAULT_MODELS = ("dna-xlstm-500k", "transformer:dna-xlstm-500k",
                   "dna-xlstm-4m", "transformer:dna-xlstm-4m")
 REFERENCE_MODELS = ("reference:dna-xlstm-500k", "reference:dna-xlstm-4m")
@@ -40,6 +41,7 @@ class ModelSpec:
     params: int
     sized_from: str = ""
     skip: str = ""  # why every case of this model is skipped without running (e.g. not installed)
+    compile: bool = False  # run it through torch.compile (`compiled:<model>`)
 
 
 def xlstm_model(preset_name: str, seq_len: int | None = None, **overrides: Any) -> nn.Module:
@@ -63,10 +65,14 @@ def default_models() -> list[str]:
 
 def resolve(name: str) -> ModelSpec:
     """Turn `<preset>` (an xLSTM), `transformer:<preset>` (a Transformer as large) or
-    `reference:<preset>` (the reference xlstm library's model of that shape) into a spec."""
+    `reference:<preset>` (the reference xlstm library's model of that shape) into a spec;
+    `compiled:<any of these>` is that model run through torch.compile."""
     from bioxlstm.baselines import transformer_like
     from bioxlstm.config import NOMINAL_PARAMS, preset
 
+    if name.startswith(COMPILED_PREFIX):
+        return dataclasses.replace(resolve(name.removeprefix(COMPILED_PREFIX)), name=name,
+                                   compile=True)
     if name.startswith(REFERENCE_PREFIX):
         return resolve_reference(name)
     target = name.removeprefix(TRANSFORMER_PREFIX)
@@ -95,16 +101,19 @@ def resolve_runnable(models: str, kinds: tuple[str, ...] = ("xlstm", "transforme
 
 
 def build(spec: ModelSpec, seq_len: int) -> nn.Module:
-    """Instantiate the model a spec describes, able to take seq_len tokens."""
+    """Instantiate the model a spec describes, able to take seq_len tokens (compiled with
+    torch.compile for a `compiled:` spec: its first calls compile, so keep them out of timings)."""
     if spec.kind == "xlstm":
-        return xlstm_model(spec.config["preset"], seq_len)
-    if spec.kind == "reference":
+        model = xlstm_model(spec.config["preset"], seq_len)
+    elif spec.kind == "reference":
         from reference_xlstm import reference_model
 
-        return reference_model(spec.config["preset"], seq_len)
-    from bioxlstm.baselines import TransformerConfig, TransformerLanguageModel
+        model = reference_model(spec.config["preset"], seq_len)
+    else:
+        from bioxlstm.baselines import TransformerConfig, TransformerLanguageModel
 
-    return TransformerLanguageModel(TransformerConfig(**spec.config))
+        model = TransformerLanguageModel(TransformerConfig(**spec.config))
+    return torch.compile(model) if spec.compile else model
 
 
 def resolve_reference(name: str) -> ModelSpec:
@@ -300,12 +309,23 @@ def storage_bytes(obj: Any) -> int:
     return sum(storages.values())
 
 
+def out_of_memory(err: BaseException) -> bool:
+    """Whether an error is an allocation failure (CUDA's or the CPU allocator's)."""
+    return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err) \
+        or "can't allocate" in str(err)
+
+
+def add_device_arg(parser: argparse.ArgumentParser) -> None:
+    """--device: cpu, cuda, or auto (cuda when available)."""
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="cuda when available under auto (default)")
+
+
 def add_run_args(parser: argparse.ArgumentParser) -> None:
     """The options every benchmark shares: --quick, --device, --dtype, --threads."""
     parser.add_argument("--quick", action="store_true", help="short smoke run with small "
                         "defaults (each still overridable)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="cuda when available under auto (default)")
+    add_device_arg(parser)
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
                         help="parameter and activation dtype (default float32)")
     add_threads_arg(parser)

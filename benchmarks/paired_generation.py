@@ -15,7 +15,16 @@ import time
 from typing import Any
 
 import torch
-from bench_utils import add_output_args, add_paired_args, build, machine_info, resolve_runnable, setup_worker
+from bench_utils import (
+    add_device_arg,
+    add_output_args,
+    add_paired_args,
+    build,
+    machine_info,
+    resolve_runnable,
+    setup_worker,
+    sync,
+)
 from generation import prefill, step
 
 
@@ -36,11 +45,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "%(default)s)")
     parser.add_argument("--warmup", type=int, default=8, help="untimed tokens per model after "
                         "the prefill (default %(default)s)")
+    add_device_arg(parser)
     add_output_args(parser)
     args = parser.parse_args(argv)
     if min(args.rounds, args.tokens_per_round, args.batch, args.context) < 1 or args.warmup < 0:
         parser.error("--rounds, --tokens-per-round, --batch and --context must be at least 1, "
                      "--warmup at least 0")
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     return args
 
 
@@ -52,11 +64,19 @@ def main(argv: list[str] | None = None) -> None:
     names = [spec.name for spec in specs]
     torch.manual_seed(0)
     total = args.context + args.warmup + args.rounds * args.tokens_per_round
-    models = [build(spec, total).eval() for spec in specs]
-    ids = torch.randint(0, min(m.config.vocab_size for m in models), (args.batch, args.context))
+    device = args.device
+    models = [build(spec, total).to(device).eval() for spec in specs]
+    ids = torch.randint(0, min(m.config.vocab_size for m in models), (args.batch, args.context),
+                        device=device)
     ms: list[list[float]] = [[] for _ in models]
+    prefill_s: list[float] = []
     with torch.inference_mode():
-        states = [prefill(model, ids) for model in models]
+        states = []
+        for model in models:
+            start = time.perf_counter()
+            states.append(prefill(model, ids))
+            sync(device)
+            prefill_s.append(time.perf_counter() - start)
         for _ in range(args.warmup):
             states = [step(model, logits.argmax(-1), memory)
                       for model, (logits, memory) in zip(models, states)]
@@ -67,21 +87,22 @@ def main(argv: list[str] | None = None) -> None:
                 for _ in range(args.tokens_per_round):
                     start = time.perf_counter()
                     logits, memory = step(model, logits.argmax(-1), memory)
+                    sync(device)
                     times.append(1000 * (time.perf_counter() - start))
                 states[index] = logits, memory
                 ms[index].append(statistics.median(times))
     rows = []
-    for spec, own in zip(specs, ms):
+    for spec, own, seconds in zip(specs, ms, prefill_s):
         rows.append(dict(model=spec.name, params=spec.params, ms_per_token=statistics.median(own),
                          first_times_faster=statistics.median(o / b for o, b in zip(own, ms[0])),
-                         rounds_ms_per_token=own))
+                         rounds_ms_per_token=own, prefill_s=seconds))
     print(f"context={args.context} batch={args.batch} rounds={args.rounds} "
-          f"tokens/round={args.tokens_per_round}")
+          f"tokens/round={args.tokens_per_round} device={device}")
     for row in rows:
         print(f"{row['model']:<28} {row['ms_per_token']:>8.3f} ms/token   {names[0]} is "
               f"x{row['first_times_faster']:.2f} as fast per token")
     if args.json:
-        report: dict[str, Any] = dict(machine=machine_info("cpu"), settings=vars(args),
+        report: dict[str, Any] = dict(machine=machine_info(device), settings=vars(args),
                                       results=rows)
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)

@@ -234,6 +234,9 @@ class Trainer:
         self.valid_data = valid_data
         self.fsdp = self.dist.distributed and config.distributed == "fsdp"
         self.net = distributed.wrap(self.model, config.distributed, self.dist, self.device)
+        # the training call's module: compiled with `compile`; DDP's no_sync and evaluation keep
+        # the eager module (evaluation is rare, and compiling it too would cost another compile)
+        self.loss_net = torch.compile(self.net) if config.compile else self.net
         self.optimizer = build_optimizer(self.model, config)
         self.scheduler = build_scheduler(self.optimizer, config)
         self.step = 0
@@ -410,7 +413,7 @@ class Trainer:
                 with self._autocast():
                     # this rank's summed loss over the global batch's target count, times the
                     # world size that DDP's gradient averaging divides out: the exact global mean
-                    loss = self.net(**batch, reduction="sum").float() * (world / targets / accum)
+                    loss = self.loss_net(**batch, reduction="sum").float() * (world / targets / accum)
                 loss.backward()
             total += loss.detach()
         norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm or math.inf)

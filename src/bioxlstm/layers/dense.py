@@ -58,8 +58,12 @@ def onednn_preferred() -> bool:
 
 
 def _applies(x: Tensor, weight: Tensor) -> bool:
+    """Whether the direct oneDNN product applies: float32 on a CPU where it is preferred, outside
+    autocast and outside torch.compile (inductor lowers F.linear itself, but could take the
+    direct call's weight only as a frozen constant)."""
     return (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
-            and not torch.is_autocast_enabled("cpu") and onednn_preferred())
+            and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()
+            and onednn_preferred())
 
 
 def mm_t(x: Tensor, weight: Tensor) -> Tensor:
