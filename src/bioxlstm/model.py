@@ -17,6 +17,7 @@ from bioxlstm.layers import fused_step
 from bioxlstm.layers.primitives import LayerNorm, small_init_
 from bioxlstm.layers.rcps import fold_hidden, fold_logits, rc_pair
 from bioxlstm.layers.stack import BlockStack, StackState
+from bioxlstm.layers.variants import mask_logits
 from bioxlstm.rc import COMPLEMENT
 from bioxlstm.sampling import sample_next
 
@@ -67,7 +68,7 @@ class XLSTMLanguageModel(
         self.config = config
         V, d = config.padded_vocab_size, config.d_model
         self.embedding = nn.Embedding(V, d)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = nn.Dropout(config.dropout if config.embedding_dropout else 0.0)
         self.stack = BlockStack(config)
         self.norm = LayerNorm(d)
         self.head = nn.Linear(d, V, bias=False)
@@ -117,6 +118,7 @@ class XLSTMLanguageModel(
             fused = fused_step.fused_step(self, input_ids, state.blocks, offset, position_ids)
             if fused is not None:
                 logits, h, blocks = fused
+                logits = mask_logits(logits, self.config.masked_token_ids)
                 return LMOutput(logits.unsqueeze(1), h.unsqueeze(1),
                                 LMState(blocks, offset + 1) if return_state else None)
         if position_ids is None and self.config.rope:
@@ -156,7 +158,7 @@ class XLSTMLanguageModel(
         The result is a copy, not a view of the padded logits: FSDP warns about (and an in-place op
         on a view would break) the backward hook it puts on a root module's output.
         """
-        logits = self.head(h)
+        logits = mask_logits(self.head(h), self.config.masked_token_ids)
         V = self.config.vocab_size
         return logits if logits.shape[-1] == V else logits[..., :V].clone()
 
@@ -284,24 +286,27 @@ class XLSTMLanguageModel(
         return torch.cat(tokens, dim=1)
 
     @torch.no_grad()
-    def step(self, next_ids: Tensor, state: LMState) -> Tensor:
+    def step(self, next_ids: Tensor, state: LMState, position_ids: Tensor | None = None) -> Tensor:
         """Logits (B, vocab) for one new token per sequence (B,), advancing `state` in place.
 
         The generation loop's step, like a Transformer's KV-cache step: the state it is given
         becomes the state after next_ids, so on CPU the fused kernel overwrites the recurrent
         state instead of allocating a new one per token. Keep a copy to branch from a state.
+        `position_ids` (B,) gives the token's RoPE position (default: the state's position).
         """
         if not isinstance(state, LMState):
             raise ValueError("step needs the state of an earlier call: "
                              "model(prompt_ids, return_state=True).state")
         ids = next_ids.reshape(-1, 1)
+        position_ids = None if position_ids is None else position_ids.reshape(-1, 1)
         if fused_step.applies(self, ids, state):
             self._check_ids(ids)
-            fused = fused_step.fused_step(self, ids, state.blocks, state.position, inplace=True)
+            fused = fused_step.fused_step(self, ids, state.blocks, state.position, position_ids,
+                                          inplace=True)
             if fused is not None:
                 state.blocks, state.position = fused[2], state.position + 1
-                return fused[0]
-        out = self(ids, state=state, return_state=True)
+                return mask_logits(fused[0], self.config.masked_token_ids)
+        out = self(ids, state=state, return_state=True, position_ids=position_ids)
         state.blocks, state.position = out.state.blocks, out.state.position
         return out.logits[:, -1]
 

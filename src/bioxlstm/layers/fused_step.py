@@ -535,6 +535,7 @@ def applies(model: nn.Module, input_ids: Tensor, state: Any) -> bool:
     return (state is not None and input_ids.shape[1] == 1 and not torch.is_grad_enabled()
             and input_ids.device.type == "cpu" and not config.bidirectional
             and not config.rc_equivariant and not (model.training and config.dropout > 0)
+            and config.fused_step_compatible
             and model.embedding.weight.dtype in (torch.float32, torch.float64)
             and load() is not None)
 
