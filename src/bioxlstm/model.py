@@ -335,10 +335,15 @@ class XLSTMLanguageModel(
 
         Nothing is unpickled. A Hub id is fetched into (or, with local_files_only or HF_HUB_OFFLINE=1,
         read from) the Hugging Face cache; a broken or missing checkpoint raises CheckpointError.
+        An official DNA-xLSTM, Prot-xLSTM or Chem-xLSTM checkpoint is converted in memory
+        (bioxlstm.convert, read with torch.load(weights_only=True)), saying so on standard error.
         """
         from bioxlstm.checkpoint import hub_snapshot, load_config
+        from bioxlstm.convert import find_official, load_official
 
         source = str(pretrained_model_name_or_path)
+        if find_official(source) is not None:
+            return load_official(source, map_location=map_location)
         if not os.path.isdir(source) and not _is_path(source):
             source = str(hub_snapshot(source, revision, cache_dir, force_download, local_files_only, token))
         load_config(source)  # refuse a broken config.json, naming it, before the mixin parses it

@@ -12,11 +12,11 @@ import sys
 
 from bioxlstm import __version__
 from bioxlstm.allocator import retain_freed_memory
-from bioxlstm.cli import finetune, generate, inference, misc, pretrain
+from bioxlstm.cli import convert, finetune, generate, inference, misc, pretrain
 from bioxlstm.cli.args import Parser
 from bioxlstm.errors import BioXLSTMError
 
-COMMANDS = (misc, pretrain, generate, finetune, inference)
+COMMANDS = (misc, pretrain, generate, finetune, inference, convert)
 
 
 def build_parser() -> Parser:

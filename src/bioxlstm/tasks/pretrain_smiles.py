@@ -145,11 +145,15 @@ def pretrain_smiles(
 def load_smiles_model(checkpoint: str | Path, device: str | torch.device = "cpu"
                       ) -> tuple[XLSTMLanguageModel, SmilesTokenizer]:
     """A SMILES checkpoint's model in eval mode and its tokenizer (sizes checked against each other)."""
+    from bioxlstm.convert import official_tokenizer
+
     model = XLSTMLanguageModel.from_pretrained(checkpoint, map_location=device).eval()
     if model.config.alphabet != SMILES_ALPHABET:
         raise CheckpointError(f"{checkpoint}: a {model.config.alphabet or 'dna'} model, not a SMILES "
                               f"model")
-    tokenizer = SmilesTokenizer.load(checkpoint)
+    tokenizer = official_tokenizer(checkpoint)
+    if tokenizer is None:
+        tokenizer = SmilesTokenizer.load(checkpoint)
     if len(tokenizer) != model.config.vocab_size:
         raise CheckpointError(f"{checkpoint}: tokenizer.json has {len(tokenizer)} tokens but the "
                               f"model's vocab_size is {model.config.vocab_size}")
@@ -157,7 +161,12 @@ def load_smiles_model(checkpoint: str | Path, device: str | torch.device = "cpu"
 
 
 def is_smiles_checkpoint(checkpoint: str | Path) -> bool:
-    """Whether a checkpoint directory holds a SMILES model (its config names the smiles alphabet)."""
+    """Whether a checkpoint directory holds a SMILES model (its config names the smiles alphabet,
+    or it is an official Chem-xLSTM checkpoint)."""
     from bioxlstm.checkpoint import load_config
+    from bioxlstm.convert import find_official
 
+    official = find_official(checkpoint)
+    if official is not None:
+        return official.family == "chem"
     return load_config(checkpoint).alphabet == SMILES_ALPHABET
