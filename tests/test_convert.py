@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from bioxlstm import XLSTMLanguageModel
 from bioxlstm.alphabets import DNA, PROTEIN
@@ -120,6 +120,29 @@ def test_prot_recorded_generation_replays(converted):
     for j in range(1, tokens.shape[1]):
         scores.append(model.step(tokens[:, j - 1], out.state, position_ids=positions[:, j - 1]))
     assert max_diff(torch.stack(scores, 1), rec["scores"]) < TOL
+
+
+def test_dna_config_from_the_checkpoint_alone(tmp_path):
+    """Without model_config.json the config comes from the .ckpt's hyper_parameters (omegaconf
+    objects read as inert stand-ins); the model is the same."""
+    ckpt = tmp_path / "loss.ckpt"
+    ckpt.write_bytes((FIXTURES / "dna/slstm_rcps/vanilla/checkpoints/test/loss.ckpt").read_bytes())
+    model = XLSTMLanguageModel.from_pretrained(convert_official(ckpt, tmp_path / "out")).eval()
+    assert model.config.source["config_from"] == "hyper_parameters"
+    io = load_file(FIXTURES / "dna/slstm_rcps/io.safetensors")
+    with torch.no_grad():
+        assert max_diff(model(io["input_ids"]).logits, io["logits"]) < TOL
+
+
+def test_prot_folder_with_safetensors_weights(tmp_path, converted):
+    folder = tmp_path / "prot"
+    folder.mkdir()
+    (folder / "config.json").write_text((FIXTURES / "prot/rope/config.json").read_text())
+    state = torch.load(FIXTURES / "prot/rope/pytorch_model.bin", weights_only=True)
+    save_file(state, str(folder / "model.safetensors"))
+    model = XLSTMLanguageModel.from_pretrained(convert_official(folder, tmp_path / "out"))
+    reference = converted("prot/rope").state_dict()
+    assert all(torch.equal(v, reference[k]) for k, v in model.state_dict().items())
 
 
 def chem_fixture():

@@ -55,6 +55,15 @@ class Thing:
     """A custom class: its instances pickle by reference to it."""
 
 
+@pytest.mark.parametrize("content", [b"", b"hello", bytes(range(256)) * 8])
+def test_a_file_that_is_no_checkpoint(tmp_path, capsys, content):
+    bad = tmp_path / "x.ckpt"
+    bad.write_bytes(content)
+    err = convert_fails(capsys, bad, tmp_path / "out", "--config",
+                        str(DNA_CKPT.parents[2] / "model_config.json"))
+    assert "x.ckpt: truncated or not a PyTorch checkpoint" in err
+
+
 @pytest.mark.parametrize("payload, needs", [(Payload(), "getattr"), (print, "print"), (Thing(), "Thing")])
 def test_a_pickle_with_a_non_tensor_object_is_refused_unrun(tmp_path, capsys, payload, needs):
     bad = tmp_path / "evil.ckpt"

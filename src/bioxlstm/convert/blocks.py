@@ -18,6 +18,7 @@ STACK = "xlstm_block_stack.blocks.\\1."
 
 
 def _blocks(indices: list[int]) -> str:
+    """A key pattern matching the given blocks, the block index as group 1."""
     return r"stack\.blocks\.(" + "|".join(map(str, indices)) + r")\."
 
 

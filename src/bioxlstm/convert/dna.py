@@ -75,6 +75,7 @@ def read_checkpoint(source: OfficialSource) -> tuple[dict[str, Tensor], dict[str
 
 
 def _config_file(path: Path) -> dict[str, Any]:
+    """The xLSTMConfig fields of a model_config.json (or of a file holding just the fields)."""
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -87,6 +88,7 @@ def _config_file(path: Path) -> dict[str, Any]:
 
 
 def _check_model_name(name: Any, path: Path) -> None:
+    """Refuse a Lightning checkpoint of another DNA-xLSTM model (Caduceus, Mamba, HyenaDNA...)."""
     if name is not None and "xlstm" not in str(name).lower():
         raise ConversionError(f"{path}: the checkpoint holds a {name!r} model, not DNA-xLSTM's "
                               f"xLSTM; the converter knows only the xLSTM models")

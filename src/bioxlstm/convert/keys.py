@@ -23,6 +23,7 @@ SHOWN = 25  # keys named per problem before "(+N more)"
 
 
 def same(tensors: list[Tensor], shape: torch.Size) -> Tensor:
+    """The official tensor as it is (same layout in both codes)."""
     return tensors[0]
 
 
@@ -75,6 +76,7 @@ def map_state(official: dict[str, Tensor], expected: dict[str, torch.Size], rule
 
 
 def _raise_if(path: Path, **problems: list[str]) -> None:
+    """One ConversionError naming every problem found, if there is any."""
     words = {"missing": "missing key(s)", "unexpected": "unexpected key(s)",
              "unmapped": "bioxlstm key(s) without a rule", "shapes": "shape mismatch(es)"}
     parts = [f"{words[name]}: {_listing(keys)}" for name, keys in problems.items() if keys]
@@ -84,6 +86,7 @@ def _raise_if(path: Path, **problems: list[str]) -> None:
 
 
 def _listing(keys: list[str]) -> str:
+    """Sorted keys, the first SHOWN of them, and how many more there are."""
     shown = ", ".join(sorted(keys)[:SHOWN])
     return shown if len(keys) <= SHOWN else f"{shown} (+{len(keys) - SHOWN} more)"
 
@@ -103,4 +106,5 @@ def squeeze_conv(tensors: list[Tensor], shape: torch.Size) -> Tensor:
 
 
 def stack(tensors: list[Tensor], shape: torch.Size) -> Tensor:
+    """Several official vectors as the rows of one bioxlstm tensor (the q, k, v biases)."""
     return torch.stack(tensors)

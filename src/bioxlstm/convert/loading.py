@@ -40,6 +40,7 @@ class Captured:
 
 
 def _stand_in(module: str, name: str) -> type:
+    """A Captured subclass that torch's allow-list matches to the pickled name module.name."""
     cls = type(name, (Captured,), {})
     cls.__module__, cls.__qualname__ = module, name
     return cls
@@ -66,11 +67,21 @@ def load_pickle(path: Path, with_omegaconf: bool = False) -> Any:
                 return torch.load(path, map_location="cpu", weights_only=True)
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise ConversionError(f"{path}: refused: {_refusal(str(err))}; only tensors and plain "
-                              f"containers are loaded (torch.load weights_only=True)") from None
+        if "Weights only load failed" in str(err) and "Unsupported operand" not in str(err):
+            raise ConversionError(f"{path}: refused: {_refusal(str(err))}; only tensors and plain "
+                                  f"containers are loaded (torch.load weights_only=True)") from None
+        raise ConversionError(f"{path}: truncated or not a PyTorch checkpoint ({_reason(err)})") from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError) as err:
-        reason = " ".join(str(err).split()).split(". ")[0][:200]
-        raise ConversionError(f"{path}: truncated or not a PyTorch checkpoint ({reason})") from None
+        raise ConversionError(f"{path}: truncated or not a PyTorch checkpoint ({_reason(err)})") from None
+
+
+def _reason(err: Exception) -> str:
+    """The first sentence of an error's message (torch's run over several lines), or its type."""
+    text = " ".join(str(err).split())
+    found = re.search(r"WeightsUnpickler error: (.*?)(\.|$)", text)
+    text = (found.group(1) if found else text).split(" Check the documentation")[0]
+    text = text.split(". ")[0][:160]
+    return text if len(text) > 8 else type(err).__name__
 
 
 def _refusal(message: str) -> str:
@@ -78,8 +89,7 @@ def _refusal(message: str) -> str:
     found = re.search(r"GLOBAL ([\w.]+)", message)
     if found:
         return f"the pickle needs {found.group(1)}, which is not a tensor or plain container"
-    detail = re.search(r"WeightsUnpickler error: ([^\n]+)", message)
-    return f"the pickle is not plain data ({(detail.group(1) if detail else message.splitlines()[0])[:160]})"
+    return f"the pickle is not plain data ({_reason(pickle.UnpicklingError(message))})"
 
 
 def load_weights_file(path: Path) -> dict[str, Tensor]:

@@ -53,6 +53,7 @@ def convert_state(state: dict[str, Tensor], config: ModelConfig, path: Path) -> 
 
 
 def read_config(path: Path) -> dict[str, Any]:
+    """config.json as a mapping (the dataclasses.asdict of xLSTMLMModelConfig)."""
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:

@@ -85,6 +85,7 @@ def _is_bioxlstm(folder: Path) -> bool:
 
 
 def _dna_files(path: Path, config: Path | None) -> OfficialSource:
+    """The .ckpt (a run directory gives its test/loss.ckpt or last.ckpt) and model_config.json."""
     if path.is_dir():
         found = [path / name for name in RUN_CHECKPOINTS if (path / name).is_file()]
         if not found:
@@ -100,6 +101,7 @@ def _dna_files(path: Path, config: Path | None) -> OfficialSource:
 
 
 def _prot_files(path: Path, config: Path | None) -> OfficialSource:
+    """The weights file (model.safetensors, else pytorch_model.bin) and config.json of a folder."""
     folder = path.parent if path.is_file() else path
     weights = path if path.is_file() else next(
         (folder / n for n in PROT_WEIGHTS if (folder / n).is_file()), None)
@@ -113,6 +115,7 @@ def _prot_files(path: Path, config: Path | None) -> OfficialSource:
 
 
 def _chem_files(path: Path, config: Path | None) -> OfficialSource:
+    """model.pt and init_arguments.json of a Chem-xLSTM folder."""
     folder = path.parent if path.is_file() else path
     weights, config = folder / CHEM_FILES[0], config or folder / CHEM_FILES[1]
     for needed in (weights, config):
