@@ -37,6 +37,16 @@ def test_defaults_add_no_parameters_and_keep_the_fused_step():
         assert not [k for k in keys if "qkv_bias" in k or k.endswith(("proj_up.bias", "proj_down.bias"))]
     assert not preset("tiny-mlstm", rope=True, rope_pairing="interleaved").fused_step_compatible
     assert not preset("tiny-mlstm", mlstm_bias=True).fused_step_compatible
+    assert not preset("tiny-mlstm", rope=True, rope_max_position=100).fused_step_compatible
+
+
+def test_rope_max_position_clamps_positions():
+    x = torch.randint(0, 38, (1, 12))
+    clamped = tiny("tiny-prot-xlstm", rope_max_position=5)
+    plain = tiny("tiny-prot-xlstm")
+    pos = torch.arange(12)[None]
+    torch.testing.assert_close(clamped(x, position_ids=pos).logits,
+                               plain(x, position_ids=pos.clamp(max=5)).logits, **TOL)
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -44,7 +54,7 @@ def test_defaults_add_no_parameters_and_keep_the_fused_step():
     (dict(rope_freq_form="exp"), "rope_freq_form"), (dict(bidirectional_form="x"), "bidirectional_form"),
     (dict(mlstm_bias=1), "mlstm_bias"), (dict(ffn_dim=0), "ffn_dim"), (dict(mlstm_dim=2.5), "mlstm_dim"),
     (dict(masked_token_ids=[12]), "masked_token_ids"), (dict(rcps_slstm_head_flip=True), "rc_equivariant"),
-    (dict(source=[1]), "source"),
+    (dict(source=[1]), "source"), (dict(rope_max_position=-1), "rope_max_position"),
 ])
 def test_bad_option_values_name_their_field(bad, message):
     with pytest.raises(ConfigError, match=message):
@@ -76,6 +86,7 @@ def test_rotary_variants():
 
 @pytest.mark.parametrize("name, options", [
     ("tiny-mlstm", OFFICIAL_MLSTM),
+    ("tiny-mlstm", dict(OFFICIAL_MLSTM, rope_max_position=10)),
     ("tiny-mlstm", dict(OFFICIAL_MLSTM, rope_scope="head", rope_before_gates=False, mlstm_dim=128)),
     ("tiny-mixed", dict(mlstm_bias=True, ffn_dim=40, ffn_dropout=False, masked_token_ids=[3])),
 ])

@@ -52,6 +52,7 @@ class ModelConfig:
     rope_scope: str = "head"
     rope_freq_form: str = "power"
     rope_before_gates: bool = False
+    rope_max_position: int | None = None
     mlstm_bias: bool = False
     mlstm_dim: int | None = None
     ffn_dim: int | None = None
@@ -121,7 +122,7 @@ class ModelConfig:
                      "ffn_dropout"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"config field '{name}' must be true or false")
-        for name in ("mlstm_dim", "ffn_dim"):
+        for name in ("mlstm_dim", "ffn_dim", "rope_max_position"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ConfigError(f"config field '{name}' must be a positive integer or null, "
@@ -140,8 +141,9 @@ class ModelConfig:
     def fused_step_compatible(self) -> bool:
         """Whether the fused CPU generation step computes this model: it knows no mLSTM biases and
         only bioxlstm's own RoPE (half pairs, per-head frequencies, gates from unrotated q, k)."""
-        rope_plain = (self.rope_pairing, self.rope_scope, self.rope_freq_form) == ("half", "head", "power")
-        return not self.mlstm_bias and (not self.rope or (rope_plain and not self.rope_before_gates))
+        rope_plain = ((self.rope_pairing, self.rope_scope, self.rope_freq_form) == ("half", "head", "power")
+                      and not self.rope_before_gates and self.rope_max_position is None)
+        return not self.mlstm_bias and (not self.rope or rope_plain)
 
     @property
     def has_mlstm(self) -> bool:

@@ -78,6 +78,7 @@ def model_config(raw: dict[str, Any], path: Path) -> ModelConfig:
             rope=rope, rope_theta=float(top["rope_base_frequency"]),
             rope_pairing="interleaved" if rope else "half", rope_scope="inner" if rope else "head",
             rope_before_gates=rope, mlstm_bias=bool(top["bias"]), mlstm_dim=_inner_dim(mlstm, d),
+            rope_max_position=top["max_position_embeddings"] - 1 if rope else None,
             embedding_dropout=bool(top["add_embedding_dropout"]))
     except (ConfigError, TypeError, ValueError) as err:
         raise ConversionError(f"{path}: {err}") from None

@@ -109,6 +109,8 @@ class MLSTMLayer(nn.Module):
     def _rotate(self, q: Tensor, k: Tensor, position_ids: Tensor) -> tuple[Tensor, Tensor]:
         """RoPE on q and k (B, NH, S, DH): bioxlstm's, or a variant of the official code's."""
         cfg = self.config
+        if cfg.rope_max_position is not None:  # Prot-xLSTM's data pipeline clamps positions
+            position_ids = position_ids.clamp(max=cfg.rope_max_position)
         if (cfg.rope_pairing, cfg.rope_scope, cfg.rope_freq_form) == ("half", "head", "power"):
             return rotary(q, position_ids, cfg.rope_theta), rotary(k, position_ids, cfg.rope_theta)
         variant = (cfg.rope_theta, cfg.rope_pairing, cfg.rope_scope, cfg.rope_freq_form)
