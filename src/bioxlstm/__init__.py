@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+import bioxlstm.convert  # noqa: E402, F401  (lets from_pretrained read the authors' official files)
 from bioxlstm.config import ModelConfig, preset  # noqa: E402
 from bioxlstm.errors import BioXLSTMError, CheckpointError, ConfigError  # noqa: E402
 from bioxlstm.model import XLSTMLanguageModel  # noqa: E402

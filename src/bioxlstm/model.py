@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +22,11 @@ from bioxlstm.rc import COMPLEMENT
 from bioxlstm.sampling import sample_next
 
 IGNORE_INDEX = -100
+# Readers of checkpoints in other formats, tried first by from_pretrained: each returns a model or
+# None when the path is not its format (bioxlstm.convert registers the authors' official formats)
+CheckpointReader = Callable[[str, "str | torch.device"], "XLSTMLanguageModel | None"]
+CHECKPOINT_READERS: list[CheckpointReader] = []
+
 PS_SEES_AHEAD = ("in an RC-equivariant (rc_equivariant=True) model the reverse-complement strand "
                  "at position t has read every token after t")
 
@@ -335,15 +340,16 @@ class XLSTMLanguageModel(
 
         Nothing is unpickled. A Hub id is fetched into (or, with local_files_only or HF_HUB_OFFLINE=1,
         read from) the Hugging Face cache; a broken or missing checkpoint raises CheckpointError.
-        An official DNA-xLSTM, Prot-xLSTM or Chem-xLSTM checkpoint is converted in memory
-        (bioxlstm.convert, read with torch.load(weights_only=True)), saying so on standard error.
+        A path in another format that a reader of CHECKPOINT_READERS knows is loaded by it (an
+        official DNA-xLSTM, Prot-xLSTM or Chem-xLSTM checkpoint: converted in memory).
         """
         from bioxlstm.checkpoint import hub_snapshot, load_config
-        from bioxlstm.convert import find_official, load_official
 
         source = str(pretrained_model_name_or_path)
-        if find_official(source) is not None:
-            return load_official(source, map_location=map_location)
+        for reader in CHECKPOINT_READERS:
+            model = reader(source, map_location)
+            if model is not None:
+                return model
         if not os.path.isdir(source) and not _is_path(source):
             source = str(hub_snapshot(source, revision, cache_dir, force_download, local_files_only, token))
         load_config(source)  # refuse a broken config.json, naming it, before the mixin parses it

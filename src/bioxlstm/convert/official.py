@@ -55,6 +55,14 @@ def load_official(src: str | Path, family: str | None = None, config: str | Path
     return build_model(convert_source(source), map_location)
 
 
+def read_if_official(source: str, map_location: str | torch.device) -> XLSTMLanguageModel | None:
+    """from_pretrained's reader of the official formats: the converted model, or None for any
+    path that is not an official checkpoint (a bioxlstm checkpoint, a Hub id)."""
+    if find_official(source) is None:
+        return None
+    return load_official(source, map_location=map_location)
+
+
 def official_tokenizer(src: str | Path) -> SmilesTokenizer | None:
     """The SMILES tokenizer of an official Chem-xLSTM checkpoint; None for any other path."""
     source = find_official(src)
