@@ -13,7 +13,6 @@ from safetensors.torch import load_file, save_file
 from bioxlstm import XLSTMLanguageModel
 from bioxlstm.alphabets import DNA, PROTEIN
 from bioxlstm.convert import convert_official
-from bioxlstm.rc import COMPLEMENT
 from bioxlstm.smiles import SmilesTokenizer
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "official"
@@ -183,7 +182,7 @@ def test_alphabets_have_the_official_token_ids():
     """DNA: DNA-xLSTM's CaduceusTokenizer; protein: Prot-xLSTM's AA_TO_ID (NOTES 2.8, 3.7)."""
     assert DNA.tokens == ("[CLS]", "[SEP]", "[BOS]", "[MASK]", "[PAD]", "[RESERVED]", "[UNK]",
                           "A", "C", "G", "T", "N")
-    assert COMPLEMENT.tolist() == [0, 1, 2, 3, 4, 5, 6, 10, 9, 8, 7, 11]
+    assert DNA.complement_ids() == [0, 1, 2, 3, 4, 5, 6, 10, 9, 8, 7, 11]
     assert PROTEIN.tokens == ("<cls>", "<pad>", "<eos>", "<unk>", *"LAGVSERTIDPKQNFYMHWC", *"XBUZO",
                               ".", "-", "<null_1>", "<mask>", "<mask-1>", "<mask-2>", "<mask-3>",
                               "<mask-4>", "<mask-5>")

@@ -12,9 +12,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
+from bioxlstm.alphabets import DNA
 from bioxlstm.config import DNA_VOCAB, ModelConfig, round_up
 from bioxlstm.convert.blocks import model_rules
 from bioxlstm.convert.keys import map_state, strip_prefix
@@ -22,7 +22,6 @@ from bioxlstm.convert.loading import load_pickle, plain, tensor_dict
 from bioxlstm.convert.result import Converted, expected_shapes, with_source
 from bioxlstm.convert.sources import OfficialSource
 from bioxlstm.errors import ConfigError, ConversionError
-from bioxlstm.rc import COMPLEMENT
 
 PREFIX = "model.backbone."
 TARGET = "modelling_xlstm.xLSTMConfig"
@@ -121,7 +120,7 @@ def _check_complement_map(found: Any, path: Path) -> None:
     """A complement map in the config (the .ckpt's hparams have one) must be bioxlstm's DNA one."""
     if found is None:
         return
-    expected = dict(enumerate(COMPLEMENT.tolist()))
+    expected = dict(enumerate(DNA.complement_ids()))
     try:
         same = {int(k): int(v) for k, v in found.items()} == expected
     except (AttributeError, TypeError, ValueError):
@@ -203,9 +202,10 @@ def _check_complement(state: dict[str, Tensor], path: Path) -> None:
         found = state.pop(key, None)
         if found is None:
             raise ConversionError(f"{path}: missing key(s): {PREFIX}{key}")
-        if not found.is_meta and not torch.equal(found.long().cpu(), COMPLEMENT):
+        expected = DNA.complement_ids()
+        if not found.is_meta and found.tolist() != expected:
             raise ConversionError(f"{path}: {PREFIX}{key} {found.tolist()} is not the DNA "
-                                  f"complement map {COMPLEMENT.tolist()}")
+                                  f"complement map {expected}")
 
 
 def _slstm_layout(state: dict[str, Tensor]) -> str:
