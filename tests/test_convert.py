@@ -163,7 +163,7 @@ def test_chem_log_probabilities_over_the_official_vocabulary(converted, tmp_path
         for logits in (model(ids).logits, in_pieces(model, ids, [1, 50, 51])):
             assert max_diff(logits.log_softmax(-1)[..., to_ours], reference) < TOL
             assert max_diff(logits[..., to_ours], io["logits"]) < TOL
-            assert torch.isinf(logits[..., tokenizer.unk_id]).all()  # the added [UNK] takes nothing
+            assert torch.isinf(logits[..., tokenizer.id("[UNK]")]).all()  # the added [UNK] takes nothing
     assert max_diff(stepwise(model, ids)[..., to_ours], io["step_logits"]) < TOL
 
 
@@ -172,9 +172,9 @@ def test_chem_tokenizer_feeds_the_official_ids(tmp_path):
     tokenizer = SmilesTokenizer.load(convert_official(FIXTURES / "chem/default", tmp_path))
     to_ours = torch.tensor([tokenizer.id(label2token.get(j, f"[unused{j}]")) for j in range(rows)])
     for row, s in enumerate(smiles):
-        ours = [tokenizer.beg_id, *tokenizer.encode(s), tokenizer.end_id]
+        ours = [tokenizer.id("[BEG]"), *tokenizer.encode(s), tokenizer.id("[END]")]
         official = to_ours[io["input_ids"][row]].tolist()
-        assert official[: len(ours)] == ours and set(official[len(ours):]) == {tokenizer.pad_id}
+        assert official[: len(ours)] == ours and set(official[len(ours):]) == {tokenizer.id("[PAD]")}
     assert tokenizer.tokens[:4] == ("[PAD]", "[BEG]", "[END]", "[UNK]")
 
 
