@@ -9,7 +9,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from bioxlstm import __version__
 from bioxlstm.config import ModelConfig
 from bioxlstm.convert.sources import OfficialSource
 from bioxlstm.smiles import SmilesTokenizer
@@ -39,10 +38,11 @@ def expected_shapes(config: ModelConfig) -> dict[str, torch.Size]:
 
 def with_source(config: ModelConfig, source: OfficialSource, official_config: dict[str, Any],
                 config_from: str, **details: Any) -> ModelConfig:
-    """`config` recording where it came from: family, file, official config and converter version."""
+    """`config` recording where it came from: family, file, where its config was read and the
+    official config itself (config.json also records the bioxlstm version that wrote it)."""
     record = {"family": source.family, "format": source.name, "file": source.weights.name,
               "config_from": config_from, "verified_against": VERIFIED_AGAINST[source.family],
-              "converter": f"bioxlstm {__version__}", **details,
+              **details,
               "official_config": json_safe(official_config)}
     return dataclasses.replace(config, source=record)
 
