@@ -18,3 +18,7 @@ class ConfigError(BioXLSTMError, ValueError):
 
 class CheckpointError(BioXLSTMError):
     """A checkpoint directory or file is missing, truncated or inconsistent."""
+
+
+class ConversionError(CheckpointError):
+    """An official Bio-xLSTM checkpoint cannot be converted: unreadable, unsafe or not understood."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +20,13 @@ from bioxlstm.layers.generation_step import generation_step
 from bioxlstm.layers.primitives import LayerNorm, small_init_
 from bioxlstm.layers.rcps import fold_hidden, fold_logits, rc_pair
 from bioxlstm.layers.stack import BlockStack, StackState
+from bioxlstm.layers.variants import mask_logits
 from bioxlstm.vocabulary import vocabulary_for
+
+# Readers of checkpoints in other formats, tried first by from_pretrained: each returns a model or
+# None when the path is not its format (bioxlstm.convert registers the authors' official formats)
+CheckpointReader = Callable[[str, "str | torch.device"], "XLSTMLanguageModel | None"]
+CHECKPOINT_READERS: list[CheckpointReader] = []
 
 PS_SEES_AHEAD = ("in an RC-equivariant (rc_equivariant=True) model the reverse-complement strand "
                  "at position t has read every token after t")
@@ -68,7 +74,7 @@ class XLSTMLanguageModel(
         self.config = config
         V, d = config.padded_vocab_size, config.d_model
         self.embedding = nn.Embedding(V, d)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = nn.Dropout(config.dropout if config.embedding_dropout else 0.0)
         self.stack = BlockStack(config)
         self.norm = LayerNorm(d)
         self.head = nn.Linear(d, V, bias=False)
@@ -115,6 +121,7 @@ class XLSTMLanguageModel(
         self._check_ids(input_ids)
         if state is not None and input_ids.shape[1] == 1:
             logits, h, blocks = generation_step(self, input_ids, state, position_ids)
+            logits = mask_logits(logits, self.config.masked_token_ids)
             return LMOutput(logits.unsqueeze(1), h.unsqueeze(1),
                             LMState(blocks, state.position + 1) if return_state else None)
         return self.forward_modules(input_ids, state, return_state, position_ids, lengths)
@@ -169,7 +176,7 @@ class XLSTMLanguageModel(
         The result is a copy, not a view of the padded logits: FSDP warns about (and an in-place op
         on a view would break) the backward hook it puts on a root module's output.
         """
-        logits = self.head(h)
+        logits = mask_logits(self.head(h), self.config.masked_token_ids)
         V = self.config.vocab_size
         return logits if logits.shape[-1] == V else logits[..., :V].clone()
 
@@ -294,7 +301,7 @@ class XLSTMLanguageModel(
         The generation loop's step, like a Transformer's KV-cache step: the state it is given
         becomes the state after next_ids, so on CPU the fused kernel overwrites the recurrent
         state instead of allocating a new one per token. Keep a copy to branch from a state.
-        `position_ids` (B,) overrides the stream's next position (rotary models).
+        `position_ids` (B,) gives the token's RoPE position (default: the state's position).
         """
         if not isinstance(state, LMState):
             raise ValueError("step needs the state of an earlier call: "
@@ -304,7 +311,7 @@ class XLSTMLanguageModel(
         positions = None if position_ids is None else position_ids.reshape(-1, 1)
         logits, _, blocks = generation_step(self, ids, state, positions, True)  # in place
         state.blocks, state.position = blocks, state.position + 1
-        return logits
+        return mask_logits(logits, self.config.masked_token_ids)
 
     def _save_pretrained(self, save_directory: Path) -> None:
         """ModelHubMixin.save_pretrained's writer: config.json and model.safetensors, atomically.
@@ -329,8 +336,14 @@ class XLSTMLanguageModel(
 
         Nothing is unpickled. A Hub id is fetched into (or, with local_files_only or HF_HUB_OFFLINE=1,
         read from) the Hugging Face cache; a broken or missing checkpoint raises CheckpointError.
+        A path in another format that a reader of CHECKPOINT_READERS knows is loaded by it (an
+        official DNA-xLSTM, Prot-xLSTM or Chem-xLSTM checkpoint: converted in memory).
         """
         source = str(pretrained_model_name_or_path)
+        for reader in CHECKPOINT_READERS:
+            model = reader(source, map_location)
+            if model is not None:
+                return model
         if not os.path.isdir(source) and not _is_path(source):
             source = str(hub_snapshot(source, revision, cache_dir, force_download, local_files_only, token))
         load_config(source)  # refuse a broken config.json, naming it, before the mixin parses it

@@ -5,6 +5,9 @@ subset, aromatic atoms, bonds, branches, ring digits, '.'). A bracket atom is sp
 official Chem-xLSTM code: `[`, isotope digits, the element symbol (two letters kept together),
 chirality `@`/`@@`, hydrogens, charge and class, `]`. Every character lands in exactly one token,
 so joining the tokens gives back the SMILES string unchanged.
+
+Checkpoints converted from Chem-xLSTM use that code's own split instead (tokenizer.json type
+"chem-xlstm-regex", `split_smiles_chem_xlstm`), which refuses what the original would drop.
 """
 
 from __future__ import annotations
@@ -29,6 +32,16 @@ TOKENIZER_FILE = "tokenizer.json"
 _OUTSIDE = re.compile(r"\[[^\]]*\]|%\d\d|Cl|Br|.", re.DOTALL)
 _INSIDE = re.compile(r"[A-Z][a-z]?|se|as|te|@@|.", re.DOTALL)
 
+SMILES_REGEX, CHEM_XLSTM_REGEX = "smiles-regex", "chem-xlstm-regex"
+# Chem-xLSTM's segmentation (smiles_utils.py at ml-jku/Chem-xLSTM@9cf7b7f): at each position the
+# first of: Cs inside [Cs], a two-letter symbol of its list, a one-letter atom, a bond, branch,
+# bracket or ring token; characters none of these match are dropped by the original.
+_CHEM_XLSTM_TWO = ("Ac Ag Al Am As Au Ba Be Bi Br Ca Cf Cl Cm Cu Dy Er Eu Fe Fm Gd He Kr La Li Lr Lu "
+                   "Mg Mn Na Nd Ne Ni Pa Pb Pm Pr Pt Pu Ra Rb Rf Sb Se Si Sm Sr Tb Te Th Ti Tm Xe Zn "
+                   "se te").split()
+_CHEM_XLSTM = re.compile(r"(?<=\[)Cs(?=\])|" + "|".join(_CHEM_XLSTM_TWO)
+                         + r"|[UVKCBHNOSPFIbcnosp]|[\[\]().=#\-+/:~@?>*$]|\\\\|%\d\d|\d")
+
 
 class SmilesVocabularyError(BioXLSTMError, ValueError):
     """A SMILES string holds a token the model's vocabulary lacks, or a tokenizer file is bad."""
@@ -47,19 +60,49 @@ def split_smiles(smiles: str) -> list[str]:
     return tokens
 
 
+def chem_xlstm_pieces(smiles: str) -> list[str]:
+    """Chem-xLSTM's tokens of `smiles`, with each character it would drop as a piece of its own."""
+    pieces, end = [], 0
+    for match in _CHEM_XLSTM.finditer(smiles):
+        pieces.extend(smiles[end:match.start()])
+        pieces.append(match.group())
+        end = match.end()
+    return pieces + list(smiles[end:])
+
+
+def split_smiles_chem_xlstm(smiles: str) -> list[str]:
+    """Chem-xLSTM's tokens of `smiles`; a character it would silently drop raises instead."""
+    tokens = _CHEM_XLSTM.findall(smiles)
+    if "".join(tokens) != smiles:
+        pieces = chem_xlstm_pieces(smiles)
+        dropped = sorted(set(pieces) - set(tokens))
+        raise SmilesVocabularyError(f"SMILES {smiles!r}: the Chem-xLSTM tokenizer drops {dropped} "
+                                    f"(a lone backslash, or an element outside its list), so this "
+                                    f"model never saw such a molecule as written")
+    return tokens
+
+
+SPLITTERS = {SMILES_REGEX: split_smiles, CHEM_XLSTM_REGEX: split_smiles_chem_xlstm}
+
+
 @dataclass(frozen=True)
 class SmilesTokenizer:
     """Token <-> id map: the specials [PAD]0 [BEG]1 [END]2 [UNK]3, then the learned tokens.
 
     It has the role ids, targets and (absent) complement map of bioxlstm.alphabets.Alphabet, so
-    code that feeds a model works on either.
+    code that feeds a model works on either. `scheme` names how a SMILES string is split into
+    tokens (a key of SPLITTERS).
     """
 
     tokens: tuple[str, ...]
+    scheme: str = SMILES_REGEX
     in_context: bool = False  # trained on '.'-joined domain rows: a molecule ends at '.'
     name = "smiles"
 
     def __post_init__(self) -> None:
+        if self.scheme not in SPLITTERS:
+            raise SmilesVocabularyError(f"unknown SMILES tokenizer type {self.scheme!r}; known: "
+                                        f"{sorted(SPLITTERS)}")
         if self.tokens[: len(SPECIALS)] != SPECIALS or len(set(self.tokens)) != len(self.tokens):
             raise SmilesVocabularyError(f"a SMILES vocabulary must start with {SPECIALS} and hold "
                                         f"no duplicates")
@@ -75,7 +118,7 @@ class SmilesTokenizer:
         for s in smiles:
             counts.update(split_smiles(s))
         learned = sorted(counts, key=lambda t: (-counts[t], t))
-        return cls(SPECIALS + tuple(learned), in_context)
+        return cls(SPECIALS + tuple(learned), in_context=in_context)
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -130,7 +173,8 @@ class SmilesTokenizer:
 
     def unknown_tokens(self, smiles: str) -> list[str]:
         """The tokens of `smiles` that are not in the vocabulary (empty when it encodes cleanly)."""
-        return [t for t in split_smiles(smiles) if t not in self._ids or t in SPECIALS]
+        pieces = chem_xlstm_pieces(smiles) if self.scheme == CHEM_XLSTM_REGEX else split_smiles(smiles)
+        return [t for t in pieces if t not in self._ids or t in SPECIALS]
 
     def encode(self, smiles: str, strict: bool = True) -> list[int]:
         """Ids of the tokens of `smiles` (no specials added).
@@ -138,7 +182,7 @@ class SmilesTokenizer:
         strict: a token outside the vocabulary raises SmilesVocabularyError; otherwise it becomes [UNK].
         """
         out = []
-        for token in split_smiles(smiles):
+        for token in SPLITTERS[self.scheme](smiles):
             j = self._ids.get(token)
             if j is None or token in SPECIALS:
                 if strict:
@@ -161,7 +205,7 @@ class SmilesTokenizer:
 
     def to_json(self) -> str:
         """The content of tokenizer.json."""
-        return json.dumps({"type": "smiles-regex", "in_context": self.in_context,
+        return json.dumps({"type": self.scheme, "in_context": self.in_context,
                            "tokens": list(self.tokens)}, indent=1)
 
     def save(self, directory: str | Path) -> Path:
@@ -180,9 +224,11 @@ class SmilesTokenizer:
                                         f"vocabulary there)")
         try:
             data = json.loads(path.read_text())
-            tokens = tuple(data["tokens"])
+            tokens, scheme = tuple(data["tokens"]), data.get("type", SMILES_REGEX)
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
             raise SmilesVocabularyError(f"{path}: not a readable SMILES tokenizer ({err})") from None
         if not all(isinstance(t, str) for t in tokens):
             raise SmilesVocabularyError(f"{path}: tokens must be strings")
-        return cls(tokens, bool(data.get("in_context", False)))
+        if scheme not in SPLITTERS:
+            raise SmilesVocabularyError(f"{path}: unknown tokenizer type {scheme!r}")
+        return cls(tokens, scheme, bool(data.get("in_context", False)))

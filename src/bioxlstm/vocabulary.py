@@ -14,7 +14,7 @@ from typing import Any
 
 from bioxlstm.alphabets import ALPHABETS, Alphabet, get_alphabet
 from bioxlstm.errors import CheckpointError, ConfigError
-from bioxlstm.smiles import TOKENIZER_FILE, SmilesTokenizer
+from bioxlstm.smiles import SPLITTERS, TOKENIZER_FILE, SmilesTokenizer
 
 Vocabulary = Alphabet | SmilesTokenizer
 
@@ -46,7 +46,7 @@ def read_vocabulary(directory: str | Path) -> Vocabulary:
         kind = data["type"]
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
         raise CheckpointError(f"{path}: not a readable vocabulary ({err})") from None
-    if kind == "smiles-regex":
+    if kind in SPLITTERS:  # a SMILES vocabulary, whichever way its strings are split
         return SmilesTokenizer.load(directory)
     if kind != "alphabet":
         raise CheckpointError(f"{path}: unknown vocabulary type {kind!r}")

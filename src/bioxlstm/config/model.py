@@ -14,6 +14,10 @@ from bioxlstm.config.presets import PRESETS
 from bioxlstm.errors import ConfigError
 
 MLSTM_FORMS = ("chunkwise", "parallel", "recurrent")
+# options that reproduce the official Bio-xLSTM code in converted models (docs/pretrained.md)
+CHOICES = {"rope_pairing": ("half", "interleaved"), "rope_scope": ("head", "inner"),
+           "rope_freq_form": ("power", "reciprocal"),
+           "bidirectional_form": ("shared_mixer", "official")}
 
 
 @dataclass
@@ -45,6 +49,20 @@ class ModelConfig:
     pad_vocab_multiple: int = 8
     alphabet: str | None = "dna"  # a vocabulary name (docs/model.md); None: a model of raw ids
     rc_equivariant: bool = False
+    rope_pairing: str = "half"
+    rope_scope: str = "head"
+    rope_freq_form: str = "power"
+    rope_before_gates: bool = False
+    rope_max_position: int | None = None
+    mlstm_bias: bool = False
+    mlstm_dim: int | None = None
+    ffn_dim: int | None = None
+    bidirectional_form: str = "shared_mixer"
+    rcps_slstm_head_flip: bool = False
+    embedding_dropout: bool = True
+    ffn_dropout: bool = True
+    masked_token_ids: list[int] = field(default_factory=list)
+    source: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.slstm_at = sorted(int(j) for j in self.slstm_at)
@@ -59,6 +77,7 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"config field '{name}' must be a positive integer, got {value!r}")
+        self._validate_official_options()
         for name in ("proj_factor", "ffn_proj_factor", "rope_theta"):
             if not isinstance(getattr(self, name), (int, float)) or getattr(self, name) <= 0:
                 raise ConfigError(f"config field '{name}' must be a positive number, "
@@ -99,16 +118,53 @@ class ModelConfig:
                               f"(alphabet 'dna', vocab_size {len(DNA)}), got alphabet "
                               f"{self.alphabet!r} and vocab_size {self.vocab_size}")
 
+    def _validate_official_options(self) -> None:
+        """Check the fields that reproduce the official code (all off by default)."""
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"config field '{name}' must be one of {allowed}, "
+                                  f"got {getattr(self, name)!r}")
+        for name in ("rope_before_gates", "mlstm_bias", "rcps_slstm_head_flip", "embedding_dropout",
+                     "ffn_dropout"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"config field '{name}' must be true or false")
+        for name in ("mlstm_dim", "ffn_dim", "rope_max_position"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ConfigError(f"config field '{name}' must be a positive integer or null, "
+                                  f"got {value!r}")
+        ids = self.masked_token_ids
+        if not isinstance(ids, list) or not all(isinstance(j, int) and 0 <= j < self.vocab_size
+                                                 for j in ids):
+            raise ConfigError(f"config field 'masked_token_ids' must list token ids in "
+                              f"[0, {self.vocab_size}), got {ids!r}")
+        if self.rcps_slstm_head_flip and not self.rc_equivariant:
+            raise ConfigError("config field 'rcps_slstm_head_flip' needs 'rc_equivariant'")
+        if self.source is not None and not isinstance(self.source, dict):
+            raise ConfigError(f"config field 'source' must be a mapping or null, got {self.source!r}")
+
+    @property
+    def fused_step_compatible(self) -> bool:
+        """Whether the fused CPU generation step computes this model: it knows no mLSTM biases and
+        only bioxlstm's own RoPE (half pairs, per-head frequencies, gates from unrotated q, k)."""
+        rope_plain = ((self.rope_pairing, self.rope_scope, self.rope_freq_form) == ("half", "head", "power")
+                      and not self.rope_before_gates and self.rope_max_position is None)
+        return not self.mlstm_bias and (not self.rope or rope_plain)
+
     @property
     def has_mlstm(self) -> bool:
         return len(self.slstm_at) < self.num_blocks
 
     @property
     def mlstm_inner_dim(self) -> int:
+        if self.mlstm_dim is not None:
+            return self.mlstm_dim
         return round_up(self.proj_factor * self.d_model, self.round_to)
 
     @property
     def ffn_inner_dim(self) -> int:
+        if self.ffn_dim is not None:
+            return self.ffn_dim
         return round_up(self.ffn_proj_factor * self.d_model, self.round_to)
 
     @property

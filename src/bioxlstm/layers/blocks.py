@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bioxlstm.config import ModelConfig
@@ -30,6 +31,7 @@ from bioxlstm.layers.primitives import (
 )
 from bioxlstm.layers.slstm import slstm_scan
 from bioxlstm.layers.slstm_inputs import slstm_inputs
+from bioxlstm.layers.variants import flip_rc_heads, qkv_bias_terms, rotary_variant
 from bioxlstm.strands import reverse
 
 BlockState = Any
@@ -55,7 +57,7 @@ class MLSTMLayer(nn.Module):
         d, D, NH = config.d_model, config.mlstm_inner_dim, config.mlstm_heads
         self.config = config
         self.num_heads = NH
-        self.proj_up = nn.Linear(d, 2 * D, bias=False)
+        self.proj_up = nn.Linear(d, 2 * D, bias=config.mlstm_bias)
         self.conv = CausalConv1d(D, config.conv_kernel)
         self.q_proj = BlockDiagonalLinear(D, config.qkv_blocksize)
         self.k_proj = BlockDiagonalLinear(D, config.qkv_blocksize)
@@ -64,8 +66,10 @@ class MLSTMLayer(nn.Module):
         self.fgate = nn.Linear(3 * D, NH)
         self.out_norm = MultiHeadNorm(NH, D // NH)
         self.skip = nn.Parameter(torch.ones(D))
-        self.proj_down = nn.Linear(D, d, bias=False)
+        self.proj_down = nn.Linear(D, d, bias=config.mlstm_bias)
         self.dropout = nn.Dropout(config.dropout)
+        if config.mlstm_bias:
+            self._init_biases(D)
         with torch.no_grad():
             small_init_(self.proj_up.weight, d)
             for proj in (self.q_proj, self.k_proj, self.v_proj):
@@ -75,6 +79,41 @@ class MLSTMLayer(nn.Module):
             nn.init.normal_(self.igate.bias, std=0.1)
             nn.init.zeros_(self.fgate.weight)
             self.fgate.bias.copy_(torch.linspace(3.0, 6.0, NH))
+
+    def _init_biases(self, D: int) -> None:
+        """DNA-xLSTM's `m_bias`: biases on the up-projection, q, k, v and the down-projection."""
+        self.qkv_bias = nn.Parameter(torch.zeros(3, D))
+        with torch.no_grad():
+            self.proj_up.bias.zero_()
+            self.proj_down.bias.zero_()
+
+    def _up(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The up-projection's two halves: the mLSTM branch x_m and the output gate z."""
+        x_m, z = split_linear(x, self.proj_up.weight)
+        if self.proj_up.bias is None:
+            return x_m, z
+        b_m, b_z = self.proj_up.bias.to(x_m.dtype).chunk(2)
+        return x_m + b_m, z + b_z
+
+    def _rotate(self, q: Tensor, k: Tensor, position_ids: Tensor) -> tuple[Tensor, Tensor]:
+        """RoPE on q and k (B, NH, S, DH): bioxlstm's, or a variant of the official code's."""
+        cfg = self.config
+        if cfg.rope_max_position is not None:  # Prot-xLSTM's data pipeline clamps positions
+            position_ids = position_ids.clamp(max=cfg.rope_max_position)
+        if (cfg.rope_pairing, cfg.rope_scope, cfg.rope_freq_form) == ("half", "head", "power"):
+            return rotary(q, position_ids, cfg.rope_theta), rotary(k, position_ids, cfg.rope_theta)
+        variant = (cfg.rope_theta, cfg.rope_pairing, cfg.rope_scope, cfg.rope_freq_form)
+        return rotary_variant(q, position_ids, *variant), rotary_variant(k, position_ids, *variant)
+
+    def _gates(self, q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Gate pre-activations i, f (B, NH, S) from q, k, v (B, NH, S, DH) as they are now.
+
+        Prot-xLSTM computes the gates after RoPE, from the rotated q and k (`rope_before_gates`).
+        """
+        qkv = torch.cat([t.transpose(1, 2).flatten(2) for t in (q, k, v)], dim=-1)
+        W = torch.cat([self.igate.weight, self.fgate.weight]).to(qkv.dtype)
+        b = torch.cat([self.igate.bias, self.fgate.bias]).to(qkv.dtype)
+        return F.linear(qkv, W, b).transpose(1, 2).split(self.num_heads, dim=1)
 
     def _inputs(self, x_m: Tensor, conv_state: Tensor | None) -> tuple[Tensor, ...]:
         """c = silu(conv(x_m)), q, k, v (B, S, D), gates i, f (B, NH, S) and the new conv state."""
@@ -93,16 +132,20 @@ class MLSTMLayer(nn.Module):
         conv_state, cell_state = (None, None) if state is None else state
         B, S, _ = x.shape
         NH = self.num_heads
-        x_m, z = split_linear(x, self.proj_up.weight)
+        x_m, z = self._up(x)
         proj_dtype, wide = x_m.dtype, mixer_dtype(x_m)
         x_m, z = x_m.to(wide), z.to(wide)
         c, q, k, v, i, f, conv_state = self._inputs(x_m, conv_state)
+        if self.config.mlstm_bias:
+            W = torch.cat([self.igate.weight, self.fgate.weight])
+            q, k, v, i, f = qkv_bias_terms(q, k, v, i, f, self.qkv_bias, W)
         q, k, v = (t.view(B, S, NH, -1).transpose(1, 2) for t in (q, k, v))
         if self.config.rope:
             if position_ids is None:
                 position_ids = torch.arange(S, device=x.device).expand(B, S)
-            q = rotary(q, position_ids, self.config.rope_theta)
-            k = rotary(k, position_ids, self.config.rope_theta)
+            q, k = self._rotate(q, k, position_ids)
+            if self.config.rope_before_gates:
+                i, f = self._gates(q, k, v)
         if S == 1 and cell_state is not None:
             h, cell_state = mlstm_step(q[:, :, 0], k[:, :, 0], v[:, :, 0], i[:, :, 0], f[:, :, 0],
                                        cell_state)
@@ -112,7 +155,7 @@ class MLSTMLayer(nn.Module):
             h, cell_state = kernel(q, k, v, i, f, cell_state, self.config.chunk_size)
         h = h.transpose(1, 2)  # (B, S, NH, DH)
         y = output_gate(h, c, z, self.out_norm.weight, self.skip, self.out_norm.eps)
-        y = linear(y.to(proj_dtype), self.proj_down.weight)
+        y = linear(y.to(proj_dtype), self.proj_down.weight, self.proj_down.bias)
         return self.dropout(y), (conv_state, cell_state)
 
 
@@ -124,6 +167,7 @@ class SLSTMLayer(nn.Module):
         d, NH = config.d_model, config.slstm_heads
         DH = d // NH
         self.num_heads, self.head_dim = NH, DH
+        self.rc_head_flip = config.rcps_slstm_head_flip
         self.conv = CausalConv1d(d, config.conv_kernel)
         self.igate = BlockDiagonalLinear(d, DH)
         self.fgate = BlockDiagonalLinear(d, DH)
@@ -153,6 +197,8 @@ class SLSTMLayer(nn.Module):
         conv_state, cell_state = (None, None) if state is None else state
         wx, conv_state = self._gate_inputs(x, conv_state)
         h, cell_state = slstm_scan(wx, self.recurrent, self.bias, cell_state)
+        if self.rc_head_flip:
+            h = flip_rc_heads(h)
         return self.out_norm(self.dropout(h)), (conv_state, cell_state)
 
 
@@ -164,7 +210,7 @@ class GatedFFN(nn.Module):
         d, up = config.d_model, config.ffn_inner_dim
         self.proj_up = nn.Linear(d, 2 * up, bias=False)
         self.proj_down = nn.Linear(up, d, bias=False)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = nn.Dropout(config.dropout if config.ffn_dropout else 0.0)
         with torch.no_grad():
             small_init_(self.proj_up.weight, d)
             wang_init_(self.proj_down.weight, d, config.num_blocks)
@@ -181,6 +227,7 @@ class XLSTMBlock(nn.Module):
     def __init__(self, config: ModelConfig, block_index: int):
         super().__init__()
         self.kind = "slstm" if block_index in config.slstm_at else "mlstm"
+        self.whole_block_both_ways = config.bidirectional_form == "official"
         self.norm = LayerNorm(config.d_model)
         layer_cls = SLSTMLayer if self.kind == "slstm" else MLSTMLayer
         self.layer = layer_cls(config, block_index)
@@ -196,6 +243,8 @@ class XLSTMBlock(nn.Module):
         bidirectional: bool = False,
         lengths: Tensor | None = None,
     ) -> tuple[Tensor, BlockState]:
+        if bidirectional and self.whole_block_both_ways:
+            return self._whole_block_both_ways(x, position_ids, lengths), None
         u = self.norm(x)
         y, state = self.layer(u, state, position_ids)
         if bidirectional:
@@ -205,3 +254,11 @@ class XLSTMBlock(nn.Module):
         if self.kind == "slstm":
             x = x + self.ffn(self.ffn_norm(x))
         return x, state
+
+    def _whole_block_both_ways(self, x: Tensor, position_ids: Tensor | None,
+                               lengths: Tensor | None) -> Tensor:
+        """DNA-xLSTM's bidirectional block: block(x) + rev(block(rev(x))) with the whole block,
+        so the residual counts twice and sLSTM blocks run their FFN on each direction's stream."""
+        fwd, _ = self(x, None, position_ids)
+        bwd, _ = self(reverse(x, lengths), None, position_ids)
+        return fwd + reverse(bwd, lengths)

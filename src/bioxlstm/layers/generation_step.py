@@ -46,6 +46,7 @@ def generation_step_supported(model: nn.Module, input_ids: Tensor, state: Any,
     return (input_ids.shape[1] == 1 and not torch.is_grad_enabled()
             and input_ids.device.type == "cpu" and not config.bidirectional
             and not config.rc_equivariant and not (model.training and config.dropout > 0)
+            and config.fused_step_compatible
             and model.embedding.weight.dtype in (torch.float32, torch.float64))
 
 

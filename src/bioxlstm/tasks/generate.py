@@ -62,14 +62,14 @@ class GenerateRequest:
 
 def run_generate(request: GenerateRequest) -> None:
     """Generate for the request's checkpoint; writes --out or prints to standard output."""
-    from bioxlstm.checkpoint import load_config, require_lm_head
+    from bioxlstm.checkpoint import require_lm_head
     from bioxlstm.smiles import SmilesTokenizer
-    from bioxlstm.vocabulary import vocabulary_for
+    from bioxlstm.tasks.inputs import checkpoint_vocabulary
 
     if request.out is not None:
         check_output_file(request.out, "--out")
     require_lm_head(request.checkpoint, "generation")
-    vocabulary = vocabulary_for(load_config(request.checkpoint), request.checkpoint)
+    vocabulary = checkpoint_vocabulary(request.checkpoint)
     if isinstance(vocabulary, SmilesTokenizer):  # molecules: one SMILES a line, RDKit-checked
         request.check_applies("smiles", "a SMILES checkpoint")
         _generate_smiles(request)

@@ -14,8 +14,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bioxlstm.alphabets import Alphabet
+from bioxlstm.alphabets import DNA, PROTEIN, Alphabet
+from bioxlstm.checkpoint import load_config
 from bioxlstm.config import ModelConfig
+from bioxlstm.convert import find_official, official_tokenizer
 from bioxlstm.devices import resolve_device
 from bioxlstm.errors import BioXLSTMError, ConfigError
 from bioxlstm.model import XLSTMLanguageModel
@@ -33,7 +35,7 @@ def load_model(checkpoint: str | Path, device: str = "auto", smiles: bool = Fals
     unless the caller reads molecules (`smiles`), since the others read FASTA sequences."""
     model = XLSTMLanguageModel.from_pretrained(checkpoint).to(resolve_device(device)).eval()
     directory = checkpoint if Path(checkpoint).is_dir() else None
-    vocabulary = vocabulary_for(model.config, directory)
+    vocabulary = official_tokenizer(checkpoint) or vocabulary_for(model.config, directory)
     if smiles != (not isinstance(vocabulary, Alphabet)):
         if smiles:
             raise ConfigError(f"{checkpoint} is a {vocabulary.name} model; --smiles needs a SMILES "
@@ -42,6 +44,15 @@ def load_model(checkpoint: str | Path, device: str = "auto", smiles: bool = Fals
                           "sequences (DNA or protein); for molecules use `bioxlstm generate` and "
                           "`bioxlstm evaluate-molecules`")
     return model, vocabulary
+
+
+def checkpoint_vocabulary(checkpoint: str | Path) -> Vocabulary:
+    """The vocabulary a checkpoint's model reads, without loading its weights: an official
+    checkpoint's (converted on the fly elsewhere), or a bioxlstm checkpoint's own."""
+    official = find_official(checkpoint)
+    if official is not None:
+        return official_tokenizer(checkpoint) or (DNA if official.family == "dna" else PROTEIN)
+    return vocabulary_for(load_config(checkpoint), checkpoint)
 
 
 def can_run_in_pieces(config: ModelConfig) -> bool:

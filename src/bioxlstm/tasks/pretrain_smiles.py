@@ -146,11 +146,15 @@ def pretrain_smiles(
 def load_smiles_model(checkpoint: str | Path, device: str | torch.device = "cpu"
                       ) -> tuple[XLSTMLanguageModel, SmilesTokenizer]:
     """A SMILES checkpoint's model in eval mode and its tokenizer (sizes checked against each other)."""
+    from bioxlstm.convert import official_tokenizer
+
     model = XLSTMLanguageModel.from_pretrained(checkpoint, map_location=device).eval()
     if model.config.alphabet != SmilesTokenizer.name:
         raise CheckpointError(f"{checkpoint}: a {model.config.alphabet or 'dna'} model, not a SMILES "
                               f"model")
-    tokenizer = SmilesTokenizer.load(checkpoint)
+    tokenizer = official_tokenizer(checkpoint)
+    if tokenizer is None:
+        tokenizer = SmilesTokenizer.load(checkpoint)
     if len(tokenizer) != model.config.vocab_size:
         raise CheckpointError(f"{checkpoint}: tokenizer.json has {len(tokenizer)} tokens but the "
                               f"model's vocab_size is {model.config.vocab_size}")
