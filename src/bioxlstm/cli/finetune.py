@@ -1,4 +1,4 @@
-"""`bioxlstm finetune`: fine-tune a checkpoint (or a fresh preset) as a sequence classifier."""
+"""`bioxlstm finetune`: fine-tune a checkpoint (or a fresh preset) for classification or regression."""
 
 from __future__ import annotations
 
@@ -14,22 +14,36 @@ from bioxlstm.cli.args import (
     add_seed,
 )
 
+SELECT = ("auto", "accuracy", "mcc", "f1", "macro_f1", "auroc", "spearman", "pearson", "r2", "rmse")
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "finetune", help="fine-tune a checkpoint as a sequence classifier",
-        description="Sequence classification: a pretrained backbone (or a fresh preset, as a "
-                    "from-scratch baseline), mean pooling over the bases and a linear head, trained "
-                    "with AdamW and a warmup+cosine schedule. 10%% of --train is held out to choose "
-                    "the best epoch. Data: CSV/TSV with 'sequence' and 'label' columns (gzip allowed) "
-                    "or FASTA with '>id label=VALUE' headers. Writes predictions.csv, metrics.json, "
-                    "run.json and classifier/ into --out.")
+        "finetune", help="fine-tune a checkpoint for classification or regression, beside a baseline",
+        description="Downstream learning on DNA, protein or SMILES inputs: a pretrained backbone (or a "
+                    "fresh preset, as a from-scratch baseline), mean pooling and a linear or MLP head, "
+                    "trained with AdamW and a warmup+cosine schedule, for classification (binary, "
+                    "multi-class, multilabel) or regression. 10%% of --train is held out to choose the "
+                    "best epoch; a linear baseline is fitted on the same split and tested on the same "
+                    "records. Data: CSV/TSV with a 'sequence' (or 'smiles') column and target columns "
+                    "(gzip allowed), or FASTA with '>id label=VALUE' headers; empty or NA targets are "
+                    "left out of loss and metrics. Writes predictions.csv, baseline_predictions.csv, "
+                    "metrics.json, run.json and classifier/ into --out.")
     backbone = p.add_mutually_exclusive_group(required=True)
     backbone.add_argument("--checkpoint", help="pretrained checkpoint directory to fine-tune")
     backbone.add_argument("--preset", help="train this preset from scratch instead (see `presets`)")
-    p.add_argument("--train", required=True, help="labelled training sequences (CSV, TSV or FASTA)")
-    p.add_argument("--test", help="labelled test sequences (default: a seeded split of --train)")
+    p.add_argument("--train", required=True, help="labelled training data (CSV, TSV or FASTA)")
+    p.add_argument("--test", help="labelled test data (default: a seeded split of --train)")
     p.add_argument("--out", required=True, help="output directory (must not hold a run)")
+    _add_training(p)
+    _add_model(p)
+    _add_data(p)
+    add_seed(p)
+    add_device(p)
+    p.set_defaults(func=run)
+
+
+def _add_training(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=POSITIVE, default=10, help="passes over the training set (default 10)")
     p.add_argument("--lr", type=POSITIVE_NUMBER, default=1e-3, help="peak learning rate (default 1e-3)")
     p.add_argument("--batch-size", type=POSITIVE, default=32, help="sequences per batch (default 32)")
@@ -37,41 +51,105 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="AdamW weight decay (default 0.1)")
     p.add_argument("--warmup-fraction", type=PROBABILITY, default=0.1,
                    help="share of steps spent warming up (default 0.1)")
-    p.add_argument("--max-length", type=POSITIVE,
-                   help="truncate sequences to this many bases (default: the model's context - 1)")
-    p.add_argument("--freeze-backbone", action="store_true",
-                   help="train only the linear head (a linear probe)")
-    p.add_argument("--rc-conjoin", action="store_true",
-                   help="DNA: train with reverse-complement augmentation and predict with the mean "
-                        "of both strands' logits (post-hoc conjoining)")
-    p.add_argument("--select", choices=("accuracy", "mcc"), default="accuracy",
-                   help="validation metric that picks the best epoch (default accuracy)")
+    p.add_argument("--select", choices=SELECT, default="auto",
+                   help="validation metric that picks the best epoch (default auto: accuracy for "
+                        "classification, auroc for multilabel, r2 for regression)")
     p.add_argument("--valid-fraction", type=FRACTION, default=0.1,
                    help="share of --train held out for model selection (default 0.1)")
     p.add_argument("--test-fraction", type=FRACTION, default=0.1,
                    help="share of --train used as test set when there is no --test (default 0.1)")
-    p.add_argument("--sequence-column", default="sequence", help="sequence column (default sequence)")
-    p.add_argument("--label-column", default="label",
-                   help="label column, or the header key in FASTA (default label)")
+
+
+def _add_model(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--adapt", choices=("full", "frozen", "lora"),
+                   help="how the backbone learns: full fine-tuning, frozen (only the head trains, on "
+                        "pooled features computed once) or lora (peft adapters on the up/down "
+                        "projections) (default full)")
+    p.add_argument("--freeze-backbone", action="store_true", help="the same as --adapt frozen")
+    p.add_argument("--head", choices=("linear", "mlp"), default="linear",
+                   help="head on the pooled features (default linear)")
+    p.add_argument("--head-hidden", type=POSITIVE,
+                   help="hidden width of --head mlp (default: the model width)")
+    p.add_argument("--lora-rank", type=POSITIVE, help="rank of the LoRA updates (default 8)")
+    p.add_argument("--lora-alpha", type=POSITIVE_NUMBER,
+                   help="LoRA scaling numerator: updates are scaled by alpha / rank (default 16)")
+    p.add_argument("--max-length", type=POSITIVE,
+                   help="truncate sequences to this many tokens (default: the model's context - 1)")
+    p.add_argument("--rc-conjoin", action="store_true",
+                   help="DNA: train with reverse-complement augmentation and predict with the mean "
+                        "of both strands' outputs (post-hoc conjoining)")
+    p.add_argument("--baseline", choices=("auto", "kmer", "onehot", "fingerprint", "none"),
+                   default="auto",
+                   help="linear baseline fitted on the same split: k-mer counts or one-hot codes "
+                        "(DNA, protein), Morgan fingerprints (SMILES), or none (default auto: kmer "
+                        "for DNA and proteins, fingerprint for SMILES)")
+    p.add_argument("--kmer", type=POSITIVE,
+                   help="k of the k-mer baseline (default 4 for DNA, 2 for proteins)")
+
+
+def _add_data(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", choices=("auto", "classification", "multilabel", "regression"),
+                   default="auto",
+                   help="what the targets are (default auto: text or at most 10 integer levels in one "
+                        "column is classification, other numbers regression, several 0/1 columns "
+                        "multilabel; the choice is announced)")
+    p.add_argument("--sequence-column",
+                   help="sequence column (default sequence, or smiles for a SMILES model)")
+    p.add_argument("--label-column",
+                   help="classification label column, or the header key in FASTA (default label)")
+    p.add_argument("--target-column", action="append", metavar="NAME[,NAME...]",
+                   help="target column(s); repeat or separate with commas (default: --label-column)")
     p.add_argument("--id-column", help="column of record ids (default: row numbers)")
-    add_seed(p)
-    add_device(p)
-    p.set_defaults(func=run)
+
+
+def finetune_config(args: argparse.Namespace, **overrides):
+    """The FinetuneConfig of the parsed options; refuses options that do not apply, naming them."""
+    from bioxlstm.errors import ConfigError
+    from bioxlstm.tasks.finetune import FinetuneConfig
+
+    adapt = args.adapt or ("frozen" if args.freeze_backbone else "full")
+    if args.freeze_backbone and adapt != "frozen":
+        raise ConfigError(f"--freeze-backbone means --adapt frozen; it cannot go with --adapt {adapt}")
+    for option, value in (("--lora-rank", args.lora_rank), ("--lora-alpha", args.lora_alpha)):
+        if value is not None and adapt != "lora":
+            raise ConfigError(f"{option} applies to --adapt lora only")
+    settings = dict(
+        epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
+        warmup_fraction=args.warmup_fraction, batch_size=args.batch_size,
+        max_length=args.max_length, rc_conjoin=args.rc_conjoin, valid_fraction=args.valid_fraction,
+        test_fraction=args.test_fraction, select=args.select, seed=args.seed, device=args.device,
+        task=args.task, adapt=adapt, head=args.head, head_hidden=args.head_hidden,
+        lora_rank=args.lora_rank or 8, lora_alpha=args.lora_alpha or 16.0, baseline=args.baseline,
+        kmer=args.kmer)
+    return FinetuneConfig(**{**settings, **overrides})
+
+
+def columns(args: argparse.Namespace):
+    """The Columns of the parsed options; refuses --label-column beside --target-column."""
+    from bioxlstm.data.labelled import Columns
+    from bioxlstm.errors import ConfigError
+
+    targets = tuple(name.strip() for value in args.target_column or [] for name in value.split(",")
+                    if name.strip())
+    if targets and args.label_column is not None:
+        raise ConfigError("give the targets with --target-column or --label-column, not both")
+    if args.target_column and not targets:
+        raise ConfigError("--target-column names no column")
+    return Columns(args.sequence_column, args.label_column or "label", args.id_column, targets)
 
 
 def run(args: argparse.Namespace) -> None:
-    from bioxlstm.data.labelled import Columns
-    from bioxlstm.tasks.finetune import FinetuneConfig, finetune
+    from bioxlstm.tasks.finetune import finetune
+    from bioxlstm.tasks.finetune_report import TABLE_METRICS
 
-    config = FinetuneConfig(
-        epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
-        warmup_fraction=args.warmup_fraction, batch_size=args.batch_size,
-        max_length=args.max_length, freeze_backbone=args.freeze_backbone, rc_conjoin=args.rc_conjoin,
-        valid_fraction=args.valid_fraction, test_fraction=args.test_fraction, select=args.select,
-        seed=args.seed, device=args.device)
-    columns = Columns(args.sequence_column, args.label_column, args.id_column)
+    config = finetune_config(args)
     result = finetune(args.train, args.out, config, test=args.test, checkpoint=args.checkpoint,
-                      preset_name=args.preset, columns=columns)
-    scores = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
-    print(f"test: {scores}  (best epoch {result.best_epoch} of {args.epochs}, by valid {args.select})")
+                      preset_name=args.preset, columns=columns(args))
+    scores = "  ".join(f"{k} {result.metrics[k]:.4f}" for k in TABLE_METRICS[result.task]
+                       if k in result.metrics)
+    print(f"test: {scores}  (best epoch {result.best_epoch} of {args.epochs}, by valid {result.select})")
+    if result.baseline is not None:
+        method = f"xLSTM ({'from scratch' if args.preset else config.adapt})"
+        print(f"side by side on the same {result.test_records:,} test records:")
+        print(result.table(method))
     print(f"outputs: {result.out_dir} (predictions.csv, metrics.json, run.json, classifier/)")
