@@ -35,15 +35,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train", required=True, help="labelled training data (CSV, TSV or FASTA)")
     p.add_argument("--test", help="labelled test data (default: a seeded split of --train)")
     p.add_argument("--out", required=True, help="output directory (must not hold a run)")
-    _add_training(p)
-    _add_model(p)
-    _add_data(p)
+    add_training_options(p)
+    p.add_argument("--test-fraction", type=FRACTION, default=0.1,
+                   help="share of --train used as test set when there is no --test (default 0.1)")
+    add_model_options(p)
+    p.add_argument("--from-scratch", action="store_true",
+                   help="train the --checkpoint's architecture from a fresh initialisation (the "
+                        "from-scratch control with the same model and vocabulary)")
+    add_data_options(p)
     add_seed(p)
     add_device(p)
     p.set_defaults(func=run)
 
 
-def _add_training(p: argparse.ArgumentParser) -> None:
+def add_training_options(p: argparse.ArgumentParser) -> None:
+    """The optimisation and model-selection options shared with `benchmark`."""
     p.add_argument("--epochs", type=POSITIVE, default=10, help="passes over the training set (default 10)")
     p.add_argument("--lr", type=POSITIVE_NUMBER, default=1e-3, help="peak learning rate (default 1e-3)")
     p.add_argument("--batch-size", type=POSITIVE, default=32, help="sequences per batch (default 32)")
@@ -55,12 +61,11 @@ def _add_training(p: argparse.ArgumentParser) -> None:
                    help="validation metric that picks the best epoch (default auto: accuracy for "
                         "classification, auroc for multilabel, r2 for regression)")
     p.add_argument("--valid-fraction", type=FRACTION, default=0.1,
-                   help="share of --train held out for model selection (default 0.1)")
-    p.add_argument("--test-fraction", type=FRACTION, default=0.1,
-                   help="share of --train used as test set when there is no --test (default 0.1)")
+                   help="share of the training data held out for model selection (default 0.1)")
 
 
-def _add_model(p: argparse.ArgumentParser) -> None:
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """How the backbone adapts, the head and the baseline (shared with `benchmark`)."""
     p.add_argument("--adapt", choices=("full", "frozen", "lora"),
                    help="how the backbone learns: full fine-tuning, frozen (only the head trains, on "
                         "pooled features computed once) or lora (peft adapters on the up/down "
@@ -87,7 +92,8 @@ def _add_model(p: argparse.ArgumentParser) -> None:
                    help="k of the k-mer baseline (default 4 for DNA, 2 for proteins)")
 
 
-def _add_data(p: argparse.ArgumentParser) -> None:
+def add_data_options(p: argparse.ArgumentParser) -> None:
+    """What the data's columns and targets are (shared with `benchmark`)."""
     p.add_argument("--task", choices=("auto", "classification", "multilabel", "regression"),
                    default="auto",
                    help="what the targets are (default auto: text or at most 10 integer levels in one "
@@ -117,10 +123,11 @@ def finetune_config(args: argparse.Namespace, **overrides):
         epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
         warmup_fraction=args.warmup_fraction, batch_size=args.batch_size,
         max_length=args.max_length, rc_conjoin=args.rc_conjoin, valid_fraction=args.valid_fraction,
-        test_fraction=args.test_fraction, select=args.select, seed=args.seed, device=args.device,
+        test_fraction=getattr(args, "test_fraction", 0.1), select=args.select, seed=args.seed,
+        device=args.device,
         task=args.task, adapt=adapt, head=args.head, head_hidden=args.head_hidden,
         lora_rank=args.lora_rank or 8, lora_alpha=args.lora_alpha or 16.0, baseline=args.baseline,
-        kmer=args.kmer)
+        kmer=args.kmer, from_scratch=getattr(args, "from_scratch", False))
     return FinetuneConfig(**{**settings, **overrides})
 
 
@@ -149,7 +156,7 @@ def run(args: argparse.Namespace) -> None:
                        if k in result.metrics)
     print(f"test: {scores}  (best epoch {result.best_epoch} of {args.epochs}, by valid {result.select})")
     if result.baseline is not None:
-        method = f"xLSTM ({'from scratch' if args.preset else config.adapt})"
+        method = f"xLSTM ({'from scratch' if args.preset or args.from_scratch else config.adapt})"
         print(f"side by side on the same {result.test_records:,} test records:")
         print(result.table(method))
     print(f"outputs: {result.out_dir} (predictions.csv, metrics.json, run.json, classifier/)")

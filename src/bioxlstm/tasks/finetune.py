@@ -26,6 +26,7 @@ from bioxlstm.baselines.linear import (
     fit_baseline,
     resolve_baseline,
 )
+from bioxlstm.checkpoint import load_config
 from bioxlstm.classifier import SequenceClassifier
 from bioxlstm.config import TrainConfig, preset
 from bioxlstm.data.labelled import Columns, LabelledData
@@ -59,6 +60,8 @@ class FinetuneConfig:
     `freeze_backbone` is the older name of adapt='frozen'. `select` 'auto' picks the epoch by
     accuracy (classification), AUROC (multilabel) or R2 (regression). `baseline` 'auto' is k-mer
     counts for DNA and proteins, Morgan fingerprints for SMILES; `kmer` its k (default per alphabet).
+    `from_scratch` trains a checkpoint's architecture from a fresh (seeded) initialisation: the
+    from-scratch control with the same model and vocabulary as the pretrained one.
     """
 
     epochs: int = 10
@@ -85,6 +88,7 @@ class FinetuneConfig:
     lora_alpha: float = 16.0
     baseline: str = "auto"
     kmer: int | None = None
+    from_scratch: bool = False  # with a checkpoint: its architecture and vocabulary, fresh weights
 
     def __post_init__(self) -> None:
         if self.freeze_backbone:
@@ -163,8 +167,7 @@ def finetune(train: str | Path, out_dir: str | Path, config: FinetuneConfig | No
     check_output_dir(out_dir, "--out")
     seed_everything(config.seed)
     device = resolve_device(config.device)
-    backbone = (XLSTMLanguageModel.from_pretrained(checkpoint) if checkpoint is not None
-                else XLSTMLanguageModel(preset(preset_name)))
+    backbone = _backbone(checkpoint, preset_name, config.from_scratch)
     vocabulary = vocabulary_for(backbone.config, checkpoint)
     baseline = _check_options(config, vocabulary, preset_name)
     splits, test_source, notes = read_splits(train, test, vocabulary, columns, config.task,
@@ -197,14 +200,50 @@ def finetune(train: str | Path, out_dir: str | Path, config: FinetuneConfig | No
     return result
 
 
+def baseline_only(train: str | Path, out_dir: str | Path, vocabulary: Vocabulary,
+                  config: FinetuneConfig | None = None, test: str | Path | None = None,
+                  columns: Columns | None = None) -> dict[str, Any]:
+    """Fit and test only the baseline, on the splits `finetune` would make with this config (for
+    suites, where the baseline is a method of its own). Writes baseline_predictions.csv and
+    metrics.json into out_dir; returns the baseline's record (method, setting, test metrics)."""
+    config, columns, out_dir = config or FinetuneConfig(), columns or Columns(), Path(out_dir)
+    spec = resolve_baseline(config.baseline, vocabulary, config.kmer)
+    if spec is None:
+        raise ConfigError("baseline_only needs a baseline, not --baseline none")
+    check_available(spec)
+    check_output_dir(out_dir, "--out")
+    splits, _, _ = read_splits(train, test, vocabulary, columns, config.task, config.valid_fraction,
+                               config.test_fraction, config.seed)
+    config = dataclasses.replace(config, select=_selection(config.select, splits["train"]))
+    record = _baseline(spec, splits, vocabulary, config, out_dir)
+    write_json(out_dir / "metrics.json", {"baseline": record, "task": splits["test"].task,
+                                          "finetune_config": dataclasses.asdict(config),
+                                          "versions": versions()})
+    return record
+
+
+def _backbone(checkpoint: str | Path | None, preset_name: str | None,
+              from_scratch: bool) -> XLSTMLanguageModel:
+    """The pretrained model, or a fresh one of a preset or of the checkpoint's architecture."""
+    if from_scratch and checkpoint is None:
+        raise ConfigError("--from-scratch takes the architecture of a --checkpoint; a --preset is "
+                          "trained from scratch already")
+    if checkpoint is None:
+        return XLSTMLanguageModel(preset(preset_name))
+    if from_scratch:
+        return XLSTMLanguageModel(load_config(checkpoint))
+    return XLSTMLanguageModel.from_pretrained(checkpoint)
+
+
 def _check_options(config: FinetuneConfig, vocabulary: Vocabulary, preset_name: str | None
                    ) -> BaselineSpec | None:
     """Refuse options that do not apply to this model (naming the option); the baseline to run."""
     if config.rc_conjoin and vocabulary.complement_ids() is None:
         raise ConfigError("--rc-conjoin needs a model whose alphabet has a complement (DNA)")
-    if config.adapt != "full" and preset_name is not None:
-        raise ConfigError(f"--adapt {config.adapt} adapts a pretrained backbone; a --preset trains "
-                          f"from scratch, so it takes --adapt full")
+    if config.adapt != "full" and (preset_name is not None or config.from_scratch):
+        source = "--preset" if preset_name is not None else "--from-scratch model"
+        raise ConfigError(f"--adapt {config.adapt} adapts a pretrained backbone; a {source} is "
+                          f"trained from scratch, so it takes --adapt full")
     if config.adapt == "lora":
         require("peft", "downstream", "LoRA fine-tuning (--adapt lora)")
     baseline = resolve_baseline(config.baseline, vocabulary, config.kmer)
