@@ -6,18 +6,25 @@ import argparse
 
 from bioxlstm.cli.args import (
     FRACTION,
+    NON_NEGATIVE,
     NON_NEGATIVE_NUMBER,
     POSITIVE,
     POSITIVE_NUMBER,
     PROBABILITY,
     add_device,
     add_seed,
+    integer,
 )
 
 SELECT = ("auto", "accuracy", "mcc", "f1", "macro_f1", "auroc", "spearman", "pearson", "r2", "rmse")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    _register_finetune(sub)
+    _register_fitness_supervised(sub)
+
+
+def _register_finetune(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "finetune", help="fine-tune a checkpoint for classification or regression, beside a baseline",
         description="Downstream learning on DNA, protein or SMILES inputs: a pretrained backbone (or a "
@@ -48,8 +55,47 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def add_training_options(p: argparse.ArgumentParser) -> None:
-    """The optimisation and model-selection options shared with `benchmark`."""
+def _register_fitness_supervised(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "fitness-supervised", help="protein fitness learnt from part of a deep mutational scan",
+        description="Supervised fitness: each measured substitution of --dms becomes its full sequence, "
+                    "a seeded split holds out variants at random or whole positions (--split position: "
+                    "no test position is seen in training), the checkpoint is fine-tuned for "
+                    "regression on the rest with the protocol of `finetune` (epoch picked by Spearman "
+                    "on a validation share) and Spearman's rho on the test variants is reported beside "
+                    "the baseline and the zero-shot FIM score of `fitness` on the same variants. "
+                    "Writes data/, finetune/, zero_shot.csv and summary.json into --out.")
+    p.add_argument("checkpoint", help="protein checkpoint directory (a rope model for the zero-shot score)")
+    p.add_argument("--dms", required=True,
+                   help="assay CSV/TSV with 'mutant' (A23V or A23V:G45W) and a score column (gzip allowed)")
+    p.add_argument("--wt", help="wild-type sequence, or a FASTA file whose first record it is")
+    p.add_argument("--msa", help="family of the protein: its first record is the default wild type, and "
+                                 "the zero-shot score draws homologs from it")
+    p.add_argument("--out", required=True, help="output directory (must not hold a run)")
+    p.add_argument("--split", choices=("random", "position"), default="random",
+                   help="hold out random variants or whole positions (default random)")
+    p.add_argument("--test-fraction", type=FRACTION, default=0.2,
+                   help="share of the variants tested (default 0.2)")
+    p.add_argument("--score-column", default="DMS_score", help="measured score column (default DMS_score)")
+    p.add_argument("--first-position", type=integer(), default=1,
+                   help="number of the wild type's first residue in the mutant names (default 1)")
+    p.add_argument("--no-zero-shot", action="store_true", help="skip the zero-shot FIM score")
+    p.add_argument("--num-homologs", type=NON_NEGATIVE,
+                   help="with --msa: homologs in the zero-shot context (default 0: the query alone)")
+    p.add_argument("--replicates", type=POSITIVE,
+                   help="with --msa: zero-shot context draws averaged (default 1)")
+    add_training_options(p, auto_select="spearman")
+    add_model_options(p, auto_baseline="onehot, per-position amino acid codes, for --split random; "
+                                       "kmer, 2-mer counts, for --split position")
+    add_seed(p)
+    add_device(p)
+    p.set_defaults(func=run_fitness_supervised)
+
+
+def add_training_options(p: argparse.ArgumentParser, auto_select: str = "accuracy for "
+                         "classification, auroc for multilabel, r2 for regression") -> None:
+    """The optimisation and model-selection options shared with `benchmark` and
+    `fitness-supervised`; `auto_select` says in the help what --select auto means."""
     p.add_argument("--epochs", type=POSITIVE, default=10, help="passes over the training set (default 10)")
     p.add_argument("--lr", type=POSITIVE_NUMBER, default=1e-3, help="peak learning rate (default 1e-3)")
     p.add_argument("--batch-size", type=POSITIVE, default=32, help="sequences per batch (default 32)")
@@ -58,14 +104,15 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup-fraction", type=PROBABILITY, default=0.1,
                    help="share of steps spent warming up (default 0.1)")
     p.add_argument("--select", choices=SELECT, default="auto",
-                   help="validation metric that picks the best epoch (default auto: accuracy for "
-                        "classification, auroc for multilabel, r2 for regression)")
+                   help=f"validation metric that picks the best epoch (default auto: {auto_select})")
     p.add_argument("--valid-fraction", type=FRACTION, default=0.1,
                    help="share of the training data held out for model selection (default 0.1)")
 
 
-def add_model_options(p: argparse.ArgumentParser) -> None:
-    """How the backbone adapts, the head and the baseline (shared with `benchmark`)."""
+def add_model_options(p: argparse.ArgumentParser,
+                      auto_baseline: str = "kmer for DNA and proteins, fingerprint for SMILES") -> None:
+    """How the backbone adapts, the head and the baseline (shared with `benchmark` and
+    `fitness-supervised`); `auto_baseline` says in the help what --baseline auto means."""
     p.add_argument("--adapt", choices=("full", "frozen", "lora"),
                    help="how the backbone learns: full fine-tuning, frozen (only the head trains, on "
                         "pooled features computed once) or lora (peft adapters on the up/down "
@@ -86,8 +133,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline", choices=("auto", "kmer", "onehot", "fingerprint", "none"),
                    default="auto",
                    help="linear baseline fitted on the same split: k-mer counts or one-hot codes "
-                        "(DNA, protein), Morgan fingerprints (SMILES), or none (default auto: kmer "
-                        "for DNA and proteins, fingerprint for SMILES)")
+                        f"(DNA, protein), Morgan fingerprints (SMILES), or none (default auto: "
+                        f"{auto_baseline})")
     p.add_argument("--kmer", type=POSITIVE,
                    help="k of the k-mer baseline (default 4 for DNA, 2 for proteins)")
 
@@ -160,3 +207,30 @@ def run(args: argparse.Namespace) -> None:
         print(f"side by side on the same {result.test_records:,} test records:")
         print(result.table(method))
     print(f"outputs: {result.out_dir} (predictions.csv, metrics.json, run.json, classifier/)")
+
+
+def run_fitness_supervised(args: argparse.Namespace) -> None:
+    from bioxlstm.errors import ConfigError
+    from bioxlstm.tasks.fitness_supervised import SupervisedFitnessConfig, run_supervised_fitness
+
+    for option, value in (("--num-homologs", args.num_homologs), ("--replicates", args.replicates)):
+        if value is not None and (args.msa is None or args.no_zero_shot):
+            raise ConfigError(f"{option} applies to the zero-shot score with --msa only")
+    args.task, args.target_column = "regression", None
+    baseline = args.baseline
+    if baseline == "auto":  # per-position codes say nothing about positions never seen in training
+        baseline = "onehot" if args.split == "random" else "kmer"
+    select = "spearman" if args.select == "auto" else args.select
+    config = SupervisedFitnessConfig(
+        split=args.split, test_fraction=args.test_fraction, score_column=args.score_column,
+        first_position=args.first_position, zero_shot=not args.no_zero_shot,
+        num_homologs=args.num_homologs or 0, replicates=args.replicates or 1,
+        finetune=finetune_config(args, baseline=baseline, select=select))
+    result = run_supervised_fitness(args.checkpoint, args.dms, args.out, config, wild_type=args.wt,
+                                    msa=args.msa)
+    counts = result.counts
+    print(f"{args.split} split: {counts['train']} train, {counts['test']} test variants"
+          + (f" ({counts['left_out']} spanning both sides left out)" if counts["left_out"] else ""))
+    print(result.table)
+    print(f"outputs: {result.out_dir} (summary.json, data/, finetune/"
+          + (", zero_shot.csv)" if config.zero_shot else ")"))

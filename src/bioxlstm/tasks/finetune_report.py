@@ -65,11 +65,13 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def metrics_table(task: str, rows: list[tuple[str, dict[str, float]]]) -> str:
-    """The test metrics of each (method, metrics) row, one method a line, metrics as columns."""
+    """The test metrics of each (method, metrics) row, one method a line, metrics as columns ('-'
+    where a method does not report one or it is undefined)."""
     names = [m for m in TABLE_METRICS[task] if any(m in metrics for _, metrics in rows)]
     width = max(len("method"), *(len(method) for method, _ in rows)) + 2
     lines = ["method".ljust(width) + "".join(f"{m:>10}" for m in names)]
     for method, metrics in rows:
-        cells = [metrics.get(m, math.nan) for m in names]
-        lines.append(method.ljust(width) + "".join(f"{v:>10.4f}" for v in cells))
+        cells = [metrics.get(m) for m in names]
+        lines.append(method.ljust(width) + "".join(
+            f"{'-':>10}" if v is None or not math.isfinite(v) else f"{v:>10.4f}" for v in cells))
     return "\n".join(lines)
