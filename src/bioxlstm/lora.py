@@ -41,6 +41,7 @@ def _weight_lora_linear() -> type:
 
         @property
         def weight(self) -> torch.Tensor:
+            """The base weight plus the active adapters' updates (the base alone when merged)."""
             weight = self.base_layer.weight
             if self.disable_adapters or self.merged:
                 return weight

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,12 +18,16 @@ from bioxlstm.data.msa import AMINO_ACIDS
 from bioxlstm.errors import ConfigError
 from bioxlstm.extras import require
 
+if TYPE_CHECKING:
+    from scipy.sparse import csr_matrix
+
 LETTERS = {DNA.name: "ACGT", PROTEIN.name: AMINO_ACIDS}
 DEFAULT_K = {DNA.name: 4, PROTEIN.name: 2}
 MORGAN_RADIUS, MORGAN_BITS = 2, 2048
 
 
-def _sparse():
+def _sparse():  # the scipy.sparse module
+    """scipy.sparse, or a one-line error naming the extra."""
     return require("scipy.sparse", "downstream", "the linear baselines")
 
 
@@ -36,7 +41,7 @@ def letter_index(alphabet: Alphabet) -> np.ndarray:
     return index
 
 
-def kmer_counts(tokens: Sequence[np.ndarray], alphabet: Alphabet, k: int):
+def kmer_counts(tokens: Sequence[np.ndarray], alphabet: Alphabet, k: int) -> csr_matrix:
     """(N, n^k) sparse counts of every k-mer of letters in each record."""
     index, n = letter_index(alphabet), len(LETTERS[alphabet.name])
     if not 1 <= k or n ** k > 2 ** 31:
@@ -57,7 +62,7 @@ def kmer_counts(tokens: Sequence[np.ndarray], alphabet: Alphabet, k: int):
     return _matrix(rows, cols, (len(tokens), n ** k))
 
 
-def one_hot(tokens: Sequence[np.ndarray], alphabet: Alphabet):
+def one_hot(tokens: Sequence[np.ndarray], alphabet: Alphabet) -> csr_matrix:
     """(N, L * n) sparse per-position letter codes, L the longest record (shorter ones end early)."""
     index, n = letter_index(alphabet), len(LETTERS[alphabet.name])
     width = max(len(t) for t in tokens)
@@ -70,7 +75,8 @@ def one_hot(tokens: Sequence[np.ndarray], alphabet: Alphabet):
     return _matrix(rows, cols, (len(tokens), width * n))
 
 
-def morgan_fingerprints(smiles: Sequence[str], radius: int = MORGAN_RADIUS, bits: int = MORGAN_BITS):
+def morgan_fingerprints(smiles: Sequence[str], radius: int = MORGAN_RADIUS,
+                        bits: int = MORGAN_BITS) -> csr_matrix:
     """(N, bits) sparse Morgan (ECFP) bit vectors; a SMILES RDKit cannot parse gives an empty row."""
     chem = require("rdkit.Chem", "chem", "the Morgan fingerprint baseline")
     generators = require("rdkit.Chem.rdFingerprintGenerator", "chem", "the Morgan fingerprint baseline")
@@ -91,7 +97,7 @@ def morgan_fingerprints(smiles: Sequence[str], radius: int = MORGAN_RADIUS, bits
     return _matrix(rows, cols, (len(smiles), bits))
 
 
-def _matrix(rows: list[np.ndarray], cols: list[np.ndarray], shape: tuple[int, int]):
+def _matrix(rows: list[np.ndarray], cols: list[np.ndarray], shape: tuple[int, int]) -> csr_matrix:
     """A CSR matrix summing ones at (rows, cols)."""
     r = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
     c = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)

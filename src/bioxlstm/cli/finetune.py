@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING, Any
 
 from bioxlstm.cli.args import (
     FRACTION,
@@ -16,6 +17,10 @@ from bioxlstm.cli.args import (
     integer,
 )
 
+if TYPE_CHECKING:
+    from bioxlstm.data.labelled import Columns
+    from bioxlstm.tasks.finetune import FinetuneConfig
+
 SELECT = ("auto", "accuracy", "mcc", "f1", "macro_f1", "auroc", "spearman", "pearson", "r2", "rmse")
 
 
@@ -25,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _register_finetune(sub: argparse._SubParsersAction) -> None:
+    """`bioxlstm finetune`."""
     p = sub.add_parser(
         "finetune", help="fine-tune a checkpoint for classification or regression, beside a baseline",
         description="Downstream learning on DNA, protein or SMILES inputs: a pretrained backbone (or a "
@@ -56,6 +62,7 @@ def _register_finetune(sub: argparse._SubParsersAction) -> None:
 
 
 def _register_fitness_supervised(sub: argparse._SubParsersAction) -> None:
+    """`bioxlstm fitness-supervised`."""
     p = sub.add_parser(
         "fitness-supervised", help="protein fitness learnt from part of a deep mutational scan",
         description="Supervised fitness: each measured substitution of --dms becomes its full sequence, "
@@ -155,7 +162,7 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--id-column", help="column of record ids (default: row numbers)")
 
 
-def finetune_config(args: argparse.Namespace, **overrides):
+def finetune_config(args: argparse.Namespace, **overrides: Any) -> FinetuneConfig:
     """The FinetuneConfig of the parsed options; refuses options that do not apply, naming them."""
     from bioxlstm.errors import ConfigError
     from bioxlstm.tasks.finetune import FinetuneConfig
@@ -178,7 +185,7 @@ def finetune_config(args: argparse.Namespace, **overrides):
     return FinetuneConfig(**{**settings, **overrides})
 
 
-def columns(args: argparse.Namespace):
+def columns(args: argparse.Namespace) -> Columns:
     """The Columns of the parsed options; refuses --label-column beside --target-column."""
     from bioxlstm.data.labelled import Columns
     from bioxlstm.errors import ConfigError
@@ -210,6 +217,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 def run_fitness_supervised(args: argparse.Namespace) -> None:
+    """Refuse zero-shot options without a family, then run the split, the fine-tuning and the table."""
     from bioxlstm.errors import ConfigError
     from bioxlstm.tasks.fitness_supervised import SupervisedFitnessConfig, run_supervised_fitness
 

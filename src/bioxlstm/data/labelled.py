@@ -42,6 +42,7 @@ class Columns:
 
     @property
     def target_names(self) -> tuple[str, ...]:
+        """The target columns: `targets`, or the label column alone."""
         return tuple(self.targets) or (self.label,)
 
     def sequence_for(self, vocabulary: Vocabulary) -> str:
@@ -163,6 +164,7 @@ def _open(path: Path):
 
 def _table_records(fh, path: Path, columns: Columns, sequence: str
                    ) -> Iterator[tuple[int, str | None, str, list[str]]]:
+    """Records of a CSV/TSV table (the delimiter from its header line); errors name file and line."""
     header_line = fh.readline()
     delimiter = "\t" if "\t" in header_line else ","
     header = [h.strip() for h in next(csv.reader([header_line], delimiter=delimiter), [])]

@@ -52,6 +52,7 @@ def is_missing(value: str) -> bool:
 
 
 def _number(value: str) -> float | None:
+    """The value as a finite number, or None (text, inf, nan)."""
     try:
         number = float(value)
     except ValueError:
@@ -174,6 +175,7 @@ def _sorted_classes(values: list[str]) -> list[str]:
 
 
 def _is_int(value: str) -> bool:
+    """Whether the text is an integer."""
     try:
         int(value)
     except ValueError:

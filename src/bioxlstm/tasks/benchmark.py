@@ -115,6 +115,7 @@ def run_benchmark(suite: str | Path, out_dir: str | Path, config: BenchmarkConfi
 
 
 def _vocabulary(checkpoint: str | Path | None, preset_name: str | None, scratch: bool) -> Vocabulary:
+    """The vocabulary every method reads the data with; refuses model options that do not fit."""
     if checkpoint is None and preset_name is None:
         raise ConfigError("benchmark needs a --checkpoint to fine-tune, a --preset to train from "
                           "scratch, or both")
@@ -177,6 +178,7 @@ def run_cell(task: SuiteTask, seed: int, method: Method, out_dir: Path, config: 
 
 
 def _cell_path(out_dir: Path, task: SuiteTask, seed: int, method: Method) -> Path:
+    """Where a finished cell's record is (its existence is what "finished" means)."""
     return out_dir / "cells" / task.name / f"{method.key}-seed{seed}.json"
 
 

@@ -29,15 +29,18 @@ class Summary:
 
     @property
     def mean(self) -> float:
+        """Mean of the defined values (NaN when none is)."""
         defined = [v for v in self.values if v is not None and math.isfinite(v)]
         return float(np.mean(defined)) if defined else math.nan
 
     @property
     def sd(self) -> float:
+        """Sample standard deviation (ddof 1) of the defined values; NaN below two."""
         defined = [v for v in self.values if v is not None and math.isfinite(v)]
         return float(np.std(defined, ddof=1)) if len(defined) > 1 else math.nan
 
     def text(self) -> str:
+        """'mean ± sd' with three decimals ('mean' alone for one value, 'n/a' for none)."""
         if math.isnan(self.mean):
             return "n/a"
         return f"{self.mean:.3f}" + ("" if math.isnan(self.sd) else f" ± {self.sd:.3f}")
@@ -123,7 +126,8 @@ def plot(path: Path, summaries: Sequence[Summary], metric: dict[str, str], metho
     if not set(metric.values()) & set(LOWER_IS_BETTER) and low > 0:
         ax.set_ylim(max(0.0, low - 0.1), None)
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=min(3, len(methods)),
+              frameon=False)
     fig.tight_layout()
-    atomic_write(path, lambda p: fig.savefig(p, dpi=130, format="png"))
+    atomic_write(path, lambda p: fig.savefig(p, dpi=130, format="png", bbox_inches="tight"))
     plt.close(fig)

@@ -285,6 +285,7 @@ def _build_model(backbone: XLSTMLanguageModel, train: LabelledData, max_length: 
 
 
 def _parameter_counts(model: torch.nn.Module) -> dict[str, int]:
+    """Trainable and total parameters of the whole classifier."""
     return {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "total": sum(p.numel() for p in model.parameters())}
 

@@ -114,6 +114,8 @@ def predict(model: SequenceClassifier, source: Source, n: int, batch_size: int) 
 
 
 def _better(score: float, best: float | None, select: str) -> bool:
+    """Whether a validation score beats the best so far (lower for RMSE; an undefined score never
+    beats a defined one)."""
     if math.isnan(score):
         return best is None
     if best is None or math.isnan(best):

@@ -178,6 +178,7 @@ def _write_variants(path: Path, variants: list[Variant], scores: list[float], wi
     path.parent.mkdir(parents=True, exist_ok=True)
 
     def sequence(v: Variant) -> str:
+        """The wild type with the variant's substitutions."""
         residues = list(wild_type)
         for p, _, mt in v.substitutions:
             residues[p] = mt

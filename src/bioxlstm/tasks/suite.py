@@ -67,6 +67,7 @@ def _task(folder: Path) -> SuiteTask:
 
 
 def _table(folder: Path, part: str) -> Path | None:
+    """The first PART.SUFFIX table file of the folder, if any."""
     for suffix in SUFFIXES:
         if (folder / f"{part}{suffix}").is_file():
             return folder / f"{part}{suffix}"
@@ -106,6 +107,7 @@ def _class_folders(folder: Path) -> list[tuple[str, str, str]]:
 
 
 def _write_rows(path: Path, rows: list[tuple[str, str, str]]) -> None:
+    """A table of id, sequence, label."""
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["id", "sequence", "label"])
