@@ -162,3 +162,33 @@ def test_cli_benchmark_prints_the_table(tmp_path, capsys, dna_checkpoint):
     captured = capsys.readouterr()
     assert "| gc | accuracy |" in captured.out and "1 cells run, 0 found finished" in captured.out
     assert "[1/1] gc, seed 0, xLSTM pretrained (full): accuracy" in captured.err
+
+
+def test_a_killed_process_resumes_from_its_finished_cells(tmp_path, dna_checkpoint):
+    """SIGKILL a real `bioxlstm benchmark` once two cells are on disk; the rerun keeps them."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    suite = toy_suite(tmp_path / "suite", n=80)
+    argv = ["benchmark", str(suite), "--checkpoint", str(dna_checkpoint), "--out", str(tmp_path / "o"),
+            "--seeds", "3", "--epochs", "3", "--batch-size", "8", "--no-plot", "--device", "cpu"]
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    process = subprocess.Popen([sys.executable, "-m", "bioxlstm", *argv], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cells = tmp_path / "o" / "cells"
+    deadline = time.monotonic() + 300
+    while len(list(cells.rglob("*.json"))) < 2 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished = {p: p.read_text() for p in cells.rglob("*.json")}
+    assert 2 <= len(finished) < 12, "the run was not stopped midway"
+    main(argv)
+    assert len(list(cells.rglob("*.json"))) == 12
+    assert all(p.read_text() == text for p, text in finished.items())
+    assert not list((tmp_path / "o" / "runs").glob(".trash-*"))

@@ -5,7 +5,9 @@ architecture freshly initialised, or a preset, trained with the same protocol) a
 alphabet's linear baseline on the same splits). Each finished (task, seed, method) cell is written
 atomically to out/cells/TASK/METHOD-seedS.json as soon as it is done; a rerun with the same
 settings skips those cells and redoes only unfinished ones, so a killed run loses at most the cell
-it was in. The table (results.csv, results.md) and plot (results.png) are rebuilt from the cells.
+it was in. The table (results.csv, results.md) and plot (results.png) are rebuilt from the cells;
+benchmark.json records the settings cells must share, last_run.json the seeds, tasks and methods of
+the latest run.
 """
 
 from __future__ import annotations
@@ -91,6 +93,9 @@ def run_benchmark(suite: str | Path, out_dir: str | Path, config: BenchmarkConfi
         raise RunLockedError(f"{err}".replace("--run-dir", "--out")) from None
     try:
         _check_settings(out_dir, _settings(suite, config, checkpoint, preset_name, scratch, columns))
+        write_json(out_dir / "last_run.json", {"seeds": list(range(config.seed, config.seed + config.seeds)),
+                                               "tasks": [t.name for t in tasks], "metric": config.metric,
+                                               "methods": [m.key for m in methods], "versions": versions()})
         empty_trash(out_dir / "runs")
         tasks = [as_tables(task, out_dir / "data") for task in tasks]
         metrics = _table_metrics(tasks, vocabulary, columns, config)
