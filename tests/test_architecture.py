@@ -19,7 +19,7 @@ LEVELS = [
     ("alphabets", "smiles", "vocabulary", "config", "strands", "pooling"),
     ("data",),
     ("layers",),
-    ("sampling", "generation", "checkpoint", "model", "rc", "baselines", "classifier"),
+    ("sampling", "generation", "checkpoint", "model", "rc", "baselines", "heads", "lora", "classifier"),
     ("distributed", "train_state", "run_dir", "train", "molecule_metrics"),
     ("tasks", "convert"),
     ("cli", "__main__"),

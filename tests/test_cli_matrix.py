@@ -186,3 +186,69 @@ def _numbers(text: str) -> list[float]:
         except ValueError:
             continue
     return values
+
+
+FINETUNE = {  # option -> expectation for (dna, protein, smiles) checkpoints, on two-class labels
+    ("--rc-conjoin",): (CHANGES, REFUSED, REFUSED),
+    ("--adapt", "frozen"): (CHANGES, CHANGES, CHANGES),
+    ("--freeze-backbone",): (CHANGES, CHANGES, CHANGES),
+    ("--adapt", "lora"): (CHANGES, CHANGES, CHANGES),
+    ("--lora-rank", "4"): (REFUSED, REFUSED, REFUSED),  # needs --adapt lora
+    ("--lora-alpha", "4"): (REFUSED, REFUSED, REFUSED),
+    ("--head", "mlp"): (CHANGES, CHANGES, CHANGES),
+    ("--head-hidden", "8"): (REFUSED, REFUSED, REFUSED),  # needs --head mlp
+    ("--baseline", "kmer"): (SAME, SAME, REFUSED),  # the default for sequences
+    ("--baseline", "onehot"): (CHANGES, CHANGES, REFUSED),
+    ("--baseline", "fingerprint"): (REFUSED, REFUSED, SAME),  # the default for SMILES
+    ("--baseline", "none"): (CHANGES, CHANGES, CHANGES),
+    ("--kmer", "3"): (CHANGES, CHANGES, REFUSED),
+    ("--task", "regression"): (CHANGES, CHANGES, CHANGES),
+    ("--task", "multilabel"): (CHANGES, CHANGES, CHANGES),
+    ("--select", "spearman"): (REFUSED, REFUSED, REFUSED),  # a regression metric
+    ("--select", "mcc"): (CHANGES, CHANGES, CHANGES),
+    ("--target-column", "label"): (SAME, SAME, SAME),
+    ("--label-column", "label"): (SAME, SAME, SAME),
+    ("--max-length", "3"): (CHANGES, CHANGES, CHANGES),
+    ("--seed", "3"): (CHANGES, CHANGES, CHANGES),
+}
+_FINETUNE_BASE: dict[str, tuple[int, str]] = {}
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory) -> dict[str, Path]:
+    """Two-class tables for each alphabet (sequence column 'sequence', or 'smiles')."""
+    import numpy as np
+
+    root, rng = tmp_path_factory.mktemp("labelled"), np.random.default_rng(0)
+    dna = ["".join(rng.choice(list("ACGT"), size=20)) for _ in range(40)]
+    protein = ["".join(rng.choice(list("ACDEFGHIKLMNPQRSTVWY"), size=15)) for _ in range(40)]
+    tables = {"dna": ("sequence", dna), "protein": ("sequence", protein), "smiles": ("smiles", MOLS * 8)}
+    paths = {}
+    for name, (column, rows) in tables.items():
+        paths[name] = root / f"{name}.csv"
+        paths[name].write_text(f"{column},label\n" + "".join(f"{r},{j % 2}\n" for j, r in enumerate(rows)))
+    return paths
+
+
+@pytest.mark.parametrize("alphabet", ["dna", "protein", "smiles"])
+@pytest.mark.parametrize("option", list(FINETUNE), ids=lambda o: " ".join(o))
+def test_finetune_options(capsys, files, labelled, tmp_path, monkeypatch, alphabet, option):
+    """Each run in its own directory with --out out, so standard output can be compared."""
+    expected = FINETUNE[option][("dna", "protein", "smiles").index(alphabet)]
+    base = ["finetune", "--checkpoint", str(files[alphabet]), "--train", str(labelled[alphabet]),
+            "--out", "out", "--epochs", "1", "--batch-size", "8", "--device", "cpu"]
+    if alphabet not in _FINETUNE_BASE:
+        code0, out0, err0 = _run_finetune(capsys, monkeypatch, tmp_path / "base", base)
+        assert code0 == 0, err0
+        _FINETUNE_BASE[alphabet] = (code0, out0)
+    run = _run_finetune(capsys, monkeypatch, tmp_path / "run", [*base, *option])
+    _check(expected, option[0], _FINETUNE_BASE[alphabet], run)
+
+
+def _run_finetune(capsys, monkeypatch, where: Path, argv: list[str]) -> tuple[int, str, str]:
+    """_run in `where`; what it produced is standard output and the predictions."""
+    where.mkdir()
+    monkeypatch.chdir(where)
+    code, out, err = _run(capsys, argv)
+    predictions = where / "out" / "predictions.csv"
+    return code, out + (predictions.read_text() if predictions.exists() else ""), err

@@ -56,7 +56,6 @@ def test_fasta_labels_in_header_and_test_set_uses_training_classes(tmp_path):
     ("sequence,label\nAC,1\nAXC,0\n", r"line 3, position 2: character 'X'"),
     ("sequence,label\nAC,1\nAG,0.25\n", r"line 3: column 'label' holds '0.25', not a class"),
     ("sequence,label\nAC,1\nAG,1\n", r"only one class \('1'\)"),
-    ("sequence,label\nAC,1\nAG,\n", r"line 3: empty label"),
     ("sequence,label\nAC,1\nAG,0,7\n", r"line 3: 3 fields, but the header has 2"),
     ("sequence,label\n", r"no records"),
     (">a\nACGT\n", r"line 1: the header has no 'label=VALUE' field"),
@@ -84,3 +83,11 @@ def test_holdout_split_is_stratified_seeded_and_disjoint():
     assert not np.array_equal(holdout_split(labels, 0.1, seed=4)[1], held)
     with pytest.raises(LabelledDataError, match="too few"):
         holdout_split(np.array([0, 1]), 0.1, seed=0)
+
+
+def test_missing_labels_are_marked_not_refused(tmp_path):
+    """An empty or NA label is a missing target (class id -1), left out of loss and metrics."""
+    path = tmp_path / "d.csv"
+    path.write_text("sequence,label\nAC,1\nAG,\nGG,0\nTT,NA\n")
+    data = read_labelled(path)
+    assert data.labels.tolist() == [1, -1, 0, -1] and data.known()[:, 0].tolist() == [1, 0, 1, 0]

@@ -1,8 +1,8 @@
 """Optional dependencies: imported on first use, with a one-line hint of the extra to install.
 
 The core install needs only torch, numpy, safetensors, pyyaml, tqdm and huggingface_hub; genome
-access, protein families, chemistry and plots come with `bioxlstm[dna]`, `[protein]`, `[chem]`,
-`[plot]` (or everything with `[all]`).
+access, protein families, chemistry, plots and downstream baselines and LoRA come with
+`bioxlstm[dna]`, `[protein]`, `[chem]`, `[plot]`, `[downstream]` (or everything with `[all]`).
 """
 
 from __future__ import annotations

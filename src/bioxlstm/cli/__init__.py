@@ -12,12 +12,12 @@ import signal
 import sys
 
 from bioxlstm.allocator import retain_freed_memory
-from bioxlstm.cli import convert, finetune, generate, inference, misc, pretrain
+from bioxlstm.cli import benchmark, convert, finetune, generate, inference, misc, pretrain
 from bioxlstm.cli.args import Parser
 from bioxlstm.errors import BioXLSTMError
 from bioxlstm.version import __version__
 
-COMMANDS = (misc, pretrain, generate, finetune, inference, convert)
+COMMANDS = (misc, pretrain, generate, finetune, benchmark, inference, convert)
 
 
 def build_parser() -> Parser:

@@ -55,6 +55,10 @@ _ENTRIES = (
     Dataset("promoter_core", "dna/human/promoter_core_4000.csv",
             "4,000 human 70 bp sequences, core promoter or not (DNABERT prom-core)",
             "Apache-2.0"),
+    Dataset("dna_promoter_suite", "dna/suite",
+            "a two-task suite (a folder) for `bioxlstm benchmark`: human_nontata_promoters (600 train / "
+            "400 test x 251 bp) and promoter_core (1,200 / 400 x 70 bp), TASK/train.csv.gz + test.csv.gz",
+            "Apache-2.0 (Gresova et al. 2023; DNABERT)"),
     Dataset("protein_families", "protein/families",
             "eight protein families as a3m alignments (a folder), for --msa-dir and --msa",
             "MIT (esm) / Apache-2.0 (Prot-xLSTM, ProtMamba); OpenProteinSet CC BY 4.0"),

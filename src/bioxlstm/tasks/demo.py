@@ -128,7 +128,8 @@ def run_demo(run_dir: str | Path = "runs/demo", steps: int = 300, seed: int = 0,
           f"train / {finetune_rows[1]:,} test rows drawn from the bundled split)")
     train_csv, test_csv = promoter_split(run_dir / "promoters", *finetune_rows, seed)
     shutil.rmtree(run_dir / "finetune", ignore_errors=True)  # the demo redoes its fine-tuning
-    result = finetune(train_csv, run_dir / "finetune", FinetuneConfig(epochs=epochs, lr=2e-3, seed=seed),
+    result = finetune(train_csv, run_dir / "finetune",
+                      FinetuneConfig(epochs=epochs, lr=2e-3, seed=seed, baseline="none"),
                       test=test_csv, checkpoint=checkpoint)
     for name in ("accuracy", "mcc", "f1"):
         results[f"finetune_test_{name}"] = result.metrics[name]

@@ -1,49 +1,68 @@
-"""Sequence classification: a backbone fine-tuned with mean pooling and a linear head (docs/model.md §6).
+"""Downstream learning: a backbone with mean pooling and a head, trained for classification
+(binary, multi-class, multilabel) or regression on DNA, protein or SMILES inputs (docs/downstream.md).
 
-10% of the training set is held out (stratified, seeded) to pick the best epoch; the test set is a
-file or, without one, a seeded split of the training file. Outputs in `out_dir`: predictions.csv,
+Three ways to adapt the backbone: `full` fine-tuning, `frozen` (a linear probe or small MLP on
+pooled features) and `lora` (peft adapters on the dense projections). A share of the training set
+is held out to pick the best epoch; the test set is a file or a seeded split of the training file.
+A linear baseline (k-mer counts, one-hot codes or Morgan fingerprints) is fitted on the same splits
+and tested on the same records. Outputs in `out_dir`: predictions.csv (and baseline_predictions.csv),
 metrics.json, run.json and classifier/ (load it with `load_classifier`).
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
-import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
-from tqdm.auto import tqdm
 
-from bioxlstm.alphabets import Alphabet
+from bioxlstm.baselines.linear import (
+    BASELINES,
+    BaselineSpec,
+    check_available,
+    fit_baseline,
+    resolve_baseline,
+)
+from bioxlstm.checkpoint import load_config
 from bioxlstm.classifier import SequenceClassifier
 from bioxlstm.config import TrainConfig, preset
-from bioxlstm.data.labelled import Columns, LabelledData, holdout_split, read_labelled
+from bioxlstm.data.labelled import Columns, LabelledData
+from bioxlstm.data.targets import TASKS
 from bioxlstm.devices import resolve_device
 from bioxlstm.errors import ConfigError
-from bioxlstm.io import atomic_write, check_output_dir
-from bioxlstm.metrics import classification_metrics
+from bioxlstm.extras import require
+from bioxlstm.heads import HEADS
+from bioxlstm.io import check_output_dir
+from bioxlstm.lora import LORA_TARGETS, add_lora, lora_config
+from bioxlstm.metrics import metric_names, task_metrics
 from bioxlstm.model import XLSTMLanguageModel
-from bioxlstm.pooling import reverse_complement_rows
-from bioxlstm.tasks.inputs import pad_batch
-from bioxlstm.train import build_optimizer, build_scheduler, seed_everything
+from bioxlstm.tasks.finetune_data import read_splits, target_scale, truncate
+from bioxlstm.tasks.finetune_loop import FeatureSource, TokenSource, fit, predict
+from bioxlstm.tasks.finetune_report import metrics_table, write_json, write_predictions
+from bioxlstm.train import seed_everything
 from bioxlstm.train_state import versions
-from bioxlstm.vocabulary import vocabulary_for
+from bioxlstm.vocabulary import Vocabulary, vocabulary_for
 
-SELECTION_METRICS = ("accuracy", "mcc")
+ADAPT = ("full", "frozen", "lora")
+SELECTION_METRICS = ("auto", "accuracy", "mcc", "f1", "macro_f1", "auroc",
+                     "spearman", "pearson", "r2", "rmse")
+DEFAULT_SELECT = {"classification": "accuracy", "multilabel": "auroc", "regression": "r2"}
 CLASSIFIER_DIR = "classifier"
 
 
 @dataclass
 class FinetuneConfig:
-    """Fine-tuning settings; the optimiser is AdamW (0.9, 0.95) with warmup then cosine decay."""
+    """Fine-tuning settings; the optimiser is AdamW (0.9, 0.95) with warmup then cosine decay.
+
+    `freeze_backbone` is the older name of adapt='frozen'. `select` 'auto' picks the epoch by
+    accuracy (classification), AUROC (multilabel) or R2 (regression). `baseline` 'auto' is k-mer
+    counts for DNA and proteins, Morgan fingerprints for SMILES; `kmer` its k (default per alphabet).
+    `from_scratch` trains a checkpoint's architecture from a fresh (seeded) initialisation: the
+    from-scratch control with the same model and vocabulary as the pretrained one.
+    """
 
     epochs: int = 10
     lr: float = 1e-3
@@ -57,29 +76,50 @@ class FinetuneConfig:
     rc_conjoin: bool = False  # DNA: train with RC augmentation (p 0.5), predict on both strands
     valid_fraction: float = 0.1
     test_fraction: float = 0.1
-    select: str = "accuracy"
+    select: str = "auto"
     seed: int = 0
     device: str = "auto"
     progress: bool = True
+    task: str = "auto"
+    adapt: str = "full"
+    head: str = "linear"
+    head_hidden: int | None = None
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    baseline: str = "auto"
+    kmer: int | None = None
+    from_scratch: bool = False  # with a checkpoint: its architecture and vocabulary, fresh weights
 
     def __post_init__(self) -> None:
+        if self.freeze_backbone:
+            if self.adapt == "lora":
+                raise ConfigError("--freeze-backbone means --adapt frozen; it cannot go with --adapt lora")
+            self.adapt = "frozen"
+        self.freeze_backbone = self.adapt == "frozen"
         self.validate()
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad field (optimiser fields checked by TrainConfig)."""
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "lora_rank"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"finetune field '{name}' must be a positive integer, got {value!r}")
-        if self.max_length is not None and (not isinstance(self.max_length, int) or self.max_length < 1):
-            raise ConfigError(f"finetune field 'max_length' must be a positive integer, "
-                              f"got {self.max_length!r}")
+        for name in ("max_length", "head_hidden", "kmer"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ConfigError(f"finetune field '{name}' must be a positive integer, got {value!r}")
         for name in ("valid_fraction", "test_fraction"):
             if not 0.0 < getattr(self, name) < 1.0:
                 raise ConfigError(f"finetune field '{name}' must be in (0, 1), got {getattr(self, name)!r}")
-        if self.select not in SELECTION_METRICS:
-            raise ConfigError(f"finetune field 'select' must be one of {SELECTION_METRICS}, "
-                              f"got {self.select!r}")
+        for name, allowed in (("select", SELECTION_METRICS), ("task", TASKS), ("adapt", ADAPT),
+                              ("head", HEADS), ("baseline", BASELINES)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"finetune field '{name}' must be one of {allowed}, "
+                                  f"got {getattr(self, name)!r}")
+        if self.head_hidden is not None and self.head != "mlp":
+            raise ConfigError("--head-hidden applies to --head mlp only")
+        if not self.lora_alpha > 0:
+            raise ConfigError(f"finetune field 'lora_alpha' must be positive, got {self.lora_alpha!r}")
         self.train_config(1)
 
     def train_config(self, steps: int) -> TrainConfig:
@@ -92,19 +132,32 @@ class FinetuneConfig:
 
 @dataclass
 class FinetuneResult:
-    """Test metrics, the epoch chosen on the validation split, and per-epoch history."""
+    """Test metrics, the epoch chosen on the validation split, per-epoch history, the task, the
+    parameter counts and (when one ran) the baseline's name and test metrics."""
 
     metrics: dict[str, float]
     best_epoch: int
     history: list[dict[str, float]]
     out_dir: Path
     test_source: str
+    task: str = "classification"
+    select: str = "accuracy"
+    parameters: dict[str, int] = field(default_factory=dict)
+    baseline: dict[str, Any] | None = None
+    test_records: int = 0
+
+    def table(self, method: str = "xLSTM") -> str:
+        """The model's and the baseline's test metrics side by side."""
+        rows = [(method, self.metrics)]
+        if self.baseline is not None:
+            rows.append((self.baseline["method"], self.baseline["test"]))
+        return metrics_table(self.task, rows)
 
 
 def finetune(train: str | Path, out_dir: str | Path, config: FinetuneConfig | None = None,
              test: str | Path | None = None, checkpoint: str | Path | None = None,
              preset_name: str | None = None, columns: Columns | None = None) -> FinetuneResult:
-    """Fine-tune a pretrained checkpoint (or train a fresh preset) as a classifier; see module doc."""
+    """Fine-tune a pretrained checkpoint (or train a fresh preset) on a labelled file; see module doc."""
     config, columns, out_dir = config or FinetuneConfig(), columns or Columns(), Path(out_dir)
     if (checkpoint is None) == (preset_name is None):
         raise ConfigError("give exactly one of a checkpoint (pretrained backbone) or a preset "
@@ -114,151 +167,155 @@ def finetune(train: str | Path, out_dir: str | Path, config: FinetuneConfig | No
     check_output_dir(out_dir, "--out")
     seed_everything(config.seed)
     device = resolve_device(config.device)
-    backbone = (XLSTMLanguageModel.from_pretrained(checkpoint) if checkpoint is not None
-                else XLSTMLanguageModel(preset(preset_name)))
-    splits, test_source = _splits(train, test, vocabulary_for(backbone.config, checkpoint), columns, config)
+    backbone = _backbone(checkpoint, preset_name, config.from_scratch)
+    vocabulary = vocabulary_for(backbone.config, checkpoint)
+    baseline = _check_options(config, vocabulary, preset_name)
+    splits, test_source, notes = read_splits(train, test, vocabulary, columns, config.task,
+                                             config.valid_fraction, config.test_fraction, config.seed)
+    config = dataclasses.replace(config, select=_selection(config.select, splits["train"]))
+    print("\n".join(notes), file=sys.stderr)
     max_length = config.max_length or backbone.config.context_length - 1
-    _truncate(list(splits.values()), max_length)
-    if config.rc_conjoin and vocabulary_for(backbone.config, checkpoint).complement_ids() is None:
-        raise ConfigError("finetune field 'rc_conjoin' needs a model whose alphabet has a complement "
-                          "(DNA)")
-    model = SequenceClassifier(backbone, splits["train"].classes, max_length,
-                               config.rc_conjoin).to(device)
-    best_epoch, history = _fit(model, splits["train"], splits["valid"], config, device)
-    probs = _predict(model, splits["test"], config, device)
-    metrics = classification_metrics(splits["test"].labels, probs.argmax(1), len(model.classes))
-
+    truncate(list(splits.values()), max_length)
+    model = _build_model(backbone, splits["train"], max_length, config).to(device)
+    sources = {name: (FeatureSource(model, data, vocabulary, config.batch_size, device)
+                      if config.adapt == "frozen" else TokenSource(data, vocabulary, device))
+               for name, data in splits.items()}
+    best_epoch, history = fit(model, sources, splits, config, device)
+    test_data = splits["test"]
+    predictions = predict(model, sources["test"], len(test_data), config.batch_size)
+    metrics = task_metrics(test_data.task, test_data.labels, predictions, test_data.classes)
+    baseline_result = _baseline(baseline, splits, vocabulary, config, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir / CLASSIFIER_DIR)
-    _write_predictions(out_dir / "predictions.csv", splits["test"], probs)
-    _write_json(out_dir / "metrics.json", {"test": metrics, "best_epoch": best_epoch,
-                                           "selected_by": f"valid_{config.select}",
-                                           "history": history})
-    _write_json(out_dir / "run.json", {
-        "finetune_config": dataclasses.asdict(config), "seed": config.seed, "device": str(device),
-        "train": str(train), "test": test_source,
-        "checkpoint": None if checkpoint is None else str(checkpoint), "preset": preset_name,
-        "model_config": backbone.config.to_dict(), "classes": model.classes,
-        "max_length": max_length, "records": {k: len(v) for k, v in splits.items()},
-        "versions": versions()})
-    return FinetuneResult(metrics, best_epoch, history, out_dir, test_source)
+    write_predictions(out_dir / "predictions.csv", test_data, predictions)
+    parameters = _parameter_counts(model)
+    result = FinetuneResult(metrics, best_epoch, history, out_dir, test_source, test_data.task,
+                            config.select, parameters, baseline_result, len(test_data))
+    write_json(out_dir / "metrics.json", {
+        "test": metrics, "best_epoch": best_epoch, "selected_by": f"valid_{config.select}",
+        "task": test_data.task, "parameters": parameters, "baseline": baseline_result,
+        "history": history})
+    write_json(out_dir / "run.json", _run_record(config, train, test_source, checkpoint, preset_name,
+                                                 backbone, model, splits, baseline))
+    return result
 
 
-def _splits(train: str | Path, test: str | Path | None, alphabet: Alphabet, columns: Columns,
-            config: FinetuneConfig) -> tuple[dict[str, LabelledData], str]:
-    """train / valid / test sets and where the test set came from (its file, or a seeded split)."""
-    train_data = read_labelled(train, alphabet, columns)
-    if test is not None:
-        test_data, test_source = read_labelled(test, alphabet, columns, train_data.classes), str(test)
-    else:
-        keep, held = holdout_split(train_data.labels, config.test_fraction, config.seed)
-        train_data, test_data = train_data.subset(keep), train_data.subset(held)
-        test_source = f"seeded {config.test_fraction:.0%} split of {train}"
-        print(f"no test file: testing on a {test_source} ({len(test_data)} records)", file=sys.stderr)
-    keep, held = holdout_split(train_data.labels, config.valid_fraction, config.seed + 1)
-    return {"train": train_data.subset(keep), "valid": train_data.subset(held),
-            "test": test_data}, test_source
+def baseline_only(train: str | Path, out_dir: str | Path, vocabulary: Vocabulary,
+                  config: FinetuneConfig | None = None, test: str | Path | None = None,
+                  columns: Columns | None = None) -> dict[str, Any]:
+    """Fit and test only the baseline, on the splits `finetune` would make with this config (for
+    suites, where the baseline is a method of its own). Writes baseline_predictions.csv and
+    metrics.json into out_dir; returns the baseline's record (method, setting, test metrics)."""
+    config, columns, out_dir = config or FinetuneConfig(), columns or Columns(), Path(out_dir)
+    spec = resolve_baseline(config.baseline, vocabulary, config.kmer)
+    if spec is None:
+        raise ConfigError("baseline_only needs a baseline, not --baseline none")
+    check_available(spec)
+    check_output_dir(out_dir, "--out")
+    splits, _, _ = read_splits(train, test, vocabulary, columns, config.task, config.valid_fraction,
+                               config.test_fraction, config.seed)
+    config = dataclasses.replace(config, select=_selection(config.select, splits["train"]))
+    record = _baseline(spec, splits, vocabulary, config, out_dir)
+    write_json(out_dir / "metrics.json", {"baseline": record, "task": splits["test"].task,
+                                          "finetune_config": dataclasses.asdict(config),
+                                          "versions": versions()})
+    return record
 
 
-def _fit(model: SequenceClassifier, train: LabelledData, valid: LabelledData,
-         config: FinetuneConfig, device: torch.device) -> tuple[int, list[dict[str, float]]]:
-    """Train for config.epochs, then restore the epoch best on `valid`; returns it and the history."""
-    if config.freeze_backbone:
-        model.backbone.requires_grad_(False)
-    train_config = config.train_config(config.epochs * math.ceil(len(train) / config.batch_size))
-    optimizer = build_optimizer(model, train_config)
-    scheduler = build_scheduler(optimizer, train_config)
-    generator = torch.Generator().manual_seed(config.seed)
-    history, best, best_epoch, best_state = [], None, 0, None
-    for epoch in range(1, config.epochs + 1):
-        loss = _train_epoch(model, train, optimizer, scheduler, config, generator, epoch, device)
-        scores = classification_metrics(valid.labels, _predict(model, valid, config, device).argmax(1),
-                                        len(model.classes))
-        history.append({"epoch": epoch, "train_loss": loss,
-                        **{f"valid_{k}": v for k, v in scores.items()}})
-        improved = best is None or scores[config.select] > best
-        if improved:
-            best, best_epoch = scores[config.select], epoch
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        tqdm.write(f"bioxlstm: epoch {epoch}/{config.epochs}: train loss {loss:.4f}, valid "
-                   f"{config.select} {scores[config.select]:.4f}"
-                   + (" (best so far)" if improved else f" (best: epoch {best_epoch})"),
-                   file=sys.stderr)
-    model.load_state_dict(best_state)
-    return best_epoch, history
+def _backbone(checkpoint: str | Path | None, preset_name: str | None,
+              from_scratch: bool) -> XLSTMLanguageModel:
+    """The pretrained model, or a fresh one of a preset or of the checkpoint's architecture."""
+    if from_scratch and checkpoint is None:
+        raise ConfigError("--from-scratch takes the architecture of a --checkpoint; a --preset is "
+                          "trained from scratch already")
+    if checkpoint is None:
+        return XLSTMLanguageModel(preset(preset_name))
+    if from_scratch:
+        return XLSTMLanguageModel(load_config(checkpoint))
+    return XLSTMLanguageModel.from_pretrained(checkpoint)
 
 
-def _truncate(datasets: list[LabelledData], max_length: int) -> None:
-    """Cut sequences to max_length bases, with one warning that counts them."""
-    cut = total = 0
-    for data in datasets:
-        for j, tokens in enumerate(data.tokens):
-            if len(tokens) > max_length:
-                data.tokens[j] = tokens[:max_length]
-                cut += 1
-        total += len(data)
-    if cut:
-        print(f"warning: {cut} of {total} sequences are longer than {max_length} bases and were "
-              f"truncated (see --max-length)", file=sys.stderr)
+def _check_options(config: FinetuneConfig, vocabulary: Vocabulary, preset_name: str | None
+                   ) -> BaselineSpec | None:
+    """Refuse options that do not apply to this model (naming the option); the baseline to run."""
+    if config.rc_conjoin and vocabulary.complement_ids() is None:
+        raise ConfigError("--rc-conjoin needs a model whose alphabet has a complement (DNA)")
+    if config.adapt != "full" and (preset_name is not None or config.from_scratch):
+        source = "--preset" if preset_name is not None else "--from-scratch model"
+        raise ConfigError(f"--adapt {config.adapt} adapts a pretrained backbone; a {source} is "
+                          f"trained from scratch, so it takes --adapt full")
+    if config.adapt == "lora":
+        require("peft", "downstream", "LoRA fine-tuning (--adapt lora)")
+    baseline = resolve_baseline(config.baseline, vocabulary, config.kmer)
+    if baseline is not None:
+        check_available(baseline)
+    return baseline
 
 
-def _train_epoch(model: SequenceClassifier, data: LabelledData, optimizer: torch.optim.Optimizer,
-                 scheduler: Any, config: FinetuneConfig, generator: torch.Generator, epoch: int,
-                 device: torch.device) -> float:
-    """One pass over shuffled training batches; returns the mean training loss."""
-    model.train()
-    if config.freeze_backbone:
-        model.backbone.eval()
-    order = torch.randperm(len(data), generator=generator).tolist()
-    batches = [order[j:j + config.batch_size] for j in range(0, len(order), config.batch_size)]
-    total, alphabet = 0.0, vocabulary_for(model.backbone.config)
-    bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", dynamic_ncols=True,
-               disable=None if config.progress else True, leave=False)
-    for batch in bar:
-        ids, lengths = pad_batch([data.tokens[j] for j in batch], alphabet, device)
-        labels = torch.as_tensor(data.labels[batch], device=device)
-        if model.rc_conjoin:
-            flip = (torch.rand(len(batch), generator=generator) < 0.5).to(device)
-            ids = torch.where(flip[:, None], reverse_complement_rows(ids, lengths), ids)
-        with torch.set_grad_enabled(not config.freeze_backbone):
-            features = model.features(ids, lengths)
-        loss = F.cross_entropy(model.head(features), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.clip_norm is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
-        optimizer.step()
-        scheduler.step()
-        total += loss.item() * len(batch)
-        bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
-    return total / len(data)
+def _selection(select: str, train: LabelledData) -> str:
+    """The validation metric that picks the epoch: the task's default for 'auto'; refuses one the
+    task does not report."""
+    if select == "auto":
+        return DEFAULT_SELECT[train.task]
+    valid = metric_names(train.task, len(train.classes))
+    if select not in valid:
+        raise ConfigError(f"--select {select} does not apply to {train.task} "
+                          f"(choose from {', '.join(valid)})")
+    return select
 
 
-@torch.no_grad()
-def _predict(model: SequenceClassifier, data: LabelledData, config: FinetuneConfig,
-             device: torch.device) -> np.ndarray:
-    """Class probabilities (N, K) in eval mode."""
-    model.eval()
-    alphabet = vocabulary_for(model.backbone.config)
-    probs = []
-    for j in range(0, len(data), config.batch_size):
-        ids, lengths = pad_batch(data.tokens[j:j + config.batch_size], alphabet, device)
-        probs.append(model(ids, lengths).float().softmax(-1).cpu())
-    return torch.cat(probs).numpy()
+def _build_model(backbone: XLSTMLanguageModel, train: LabelledData, max_length: int,
+                 config: FinetuneConfig) -> SequenceClassifier:
+    """The classifier with the chosen head, its parameters set trainable per config.adapt; the
+    backbone's language-model head, unused here, stays as it was."""
+    model = SequenceClassifier(backbone, train.classes, max_length, config.rc_conjoin, train.task,
+                               config.head, config.head_hidden, target_scale(train))
+    if config.adapt == "frozen":
+        backbone.requires_grad_(False)
+    elif config.adapt == "lora":
+        adapted = add_lora(backbone, lora_config(config.lora_rank, config.lora_alpha))
+        print(f"bioxlstm: LoRA rank {config.lora_rank}, alpha {config.lora_alpha:g} on "
+              f"{len(adapted)} modules ({', '.join(LORA_TARGETS)})", file=sys.stderr)
+    backbone.head.requires_grad_(False)
+    counts = _parameter_counts(model)
+    print(f"bioxlstm: {counts['trainable']:,} of {counts['total']:,} parameters trainable "
+          f"({100 * counts['trainable'] / counts['total']:.2f}%, adapt {config.adapt}, "
+          f"{config.head} head)", file=sys.stderr)
+    return model
 
 
-def _write_predictions(path: Path, data: LabelledData, probs: np.ndarray) -> None:
-    """index, id, label, predicted (class names) and one probability column per class."""
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as fh:
-            out = csv.writer(fh)
-            out.writerow(["index", "id", "label", "predicted",
-                          *(f"prob_{name}" for name in data.classes)])
-            for j, (name, label, row) in enumerate(zip(data.ids, data.labels, probs)):
-                out.writerow([j, name, data.classes[label], data.classes[int(row.argmax())],
-                              *(f"{p:.6g}" for p in row)])
-    atomic_write(path, write)
+def _parameter_counts(model: torch.nn.Module) -> dict[str, int]:
+    """Trainable and total parameters of the whole classifier."""
+    return {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "total": sum(p.numel() for p in model.parameters())}
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    atomic_write(path, lambda p: p.write_text(json.dumps(data, indent=2)))
+def _baseline(spec: BaselineSpec | None, splits: dict[str, LabelledData], vocabulary: Vocabulary,
+              config: FinetuneConfig, out_dir: Path) -> dict[str, Any] | None:
+    """Fit the baseline on the same splits, write its predictions; its name, setting and metrics."""
+    if spec is None:
+        return None
+    fitted = fit_baseline(spec, splits["train"], splits["valid"], splits["test"], vocabulary,
+                          config.select, config.seed)
+    test = splits["test"]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_predictions(out_dir / "baseline_predictions.csv", test, fitted.predictions)
+    return {"method": fitted.name, "kind": spec.kind, "k": spec.k,
+            "regularisation": fitted.setting, f"valid_{config.select}": fitted.valid_score,
+            "test": task_metrics(test.task, test.labels, fitted.predictions, test.classes)}
+
+
+def _run_record(config: FinetuneConfig, train: str | Path, test_source: str,
+                checkpoint: str | Path | None, preset_name: str | None,
+                backbone: XLSTMLanguageModel, model: SequenceClassifier,
+                splits: dict[str, LabelledData], baseline: BaselineSpec | None) -> dict[str, Any]:
+    """What run.json records: settings, seed, data, model, task, classes and library versions."""
+    return {"finetune_config": dataclasses.asdict(config), "seed": config.seed,
+            "device": str(next(model.parameters()).device), "train": str(train), "test": test_source,
+            "checkpoint": None if checkpoint is None else str(checkpoint), "preset": preset_name,
+            "model_config": backbone.config.to_dict(), "task": model.task,
+            "targets": splits["train"].targets, "classes": model.classes,
+            "lora_targets": list(LORA_TARGETS) if config.adapt == "lora" else None,
+            "baseline": None if baseline is None else dataclasses.asdict(baseline),
+            "max_length": model.max_length, "records": {k: len(v) for k, v in splits.items()},
+            "versions": versions()}
