@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from bioxlstm import XLSTMLanguageModel, preset
+from bioxlstm.layers.cpu_kernels import build_cpu_kernels
 from bioxlstm.layers.fast_paths import FAST_PATHS, REFERENCE, forced
 
 UNAVAILABLE: dict[str, str] = {}  # "<op>: <implementation>" -> why it could not run here
@@ -56,6 +57,12 @@ def count_calls(monkeypatch, op: str, implementation: str = "fused") -> list:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+def pytest_sessionstart(session):
+    """Every CPU kernel built (or loaded from the cache) before collection, outside any test's
+    time limit, so no test or time-limited subprocess spends its time compiling."""
+    build_cpu_kernels()
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -1,9 +1,12 @@
 """The shared extension loader: opt-out by environment, fallback builds, a clean failure, build
-names that follow the sources, the sources in each build's own directory."""
+names that follow the sources, the sources in each build's own directory, a build lock that dies
+with its process."""
 
-import os
 import platform
+import signal
+import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -85,27 +88,64 @@ def test_build_names_follow_the_sources_and_flags():
     assert len({name, *others}) == 5
 
 
-def test_a_stale_build_lock_is_removed_and_a_fresh_one_kept(monkeypatch, tmp_path, capsys):
-    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
-    for name, age in (("old_build", cpu_build.STALE_LOCK_S + 60), ("running_build", 5)):
-        (tmp_path / name).mkdir()
-        lock = tmp_path / name / "lock"
-        lock.touch()
-        os.utime(lock, (time.time() - age, time.time() - age))
-    assert cpu_build.clear_stale_lock("old_build") is True
-    assert not (tmp_path / "old_build" / "lock").exists()
-    assert "stale build lock" in capsys.readouterr().err
-    assert cpu_build.clear_stale_lock("running_build") is False
-    assert (tmp_path / "running_build" / "lock").exists()
-    assert cpu_build.clear_stale_lock("never_built") is False
-
-
-def test_the_loader_clears_stale_locks_before_each_build(fake_loader, monkeypatch):
+def test_the_loader_builds_under_the_lock_with_no_orphaned_torch_lock(fake_loader, tmp_path):
     calls, _ = fake_loader
-    cleared = []
-    monkeypatch.setattr(cpu_build, "clear_stale_lock", cleared.append)
+    orphans = []
+    for suffix, cflags, ldflags in cpu_build.builds(avx512=False):  # torch locks of killed builds
+        name = cpu_build.module_name("kern", suffix, cpu_build.sources("kern"), cflags, ldflags)
+        (tmp_path / name).mkdir()
+        orphans.append(tmp_path / name / "lock")
+        orphans[-1].touch()
     cpu_build.build_extension("kern", "test kernel")
-    assert cleared == [name for name, _, _ in calls] and cleared
+    assert calls and not orphans[0].exists()
+
+
+def test_a_failed_build_is_not_tried_again_in_later_processes(fake_loader, capsys):
+    calls, failing = fake_loader
+    failing.update({"k", "k_nomvec"})
+    assert cpu_build.build_extension("k", "test kernel") is None
+    assert len(calls) == 2
+    assert cpu_build.build_extension("k", "test kernel") is None  # as a later process would
+    assert len(calls) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert "cannot build" in err and "delete " in err and cpu_build.FAILED_MARK in err
+
+
+def test_a_build_waits_for_another_holding_the_lock(tmp_path, capsys):
+    entered = threading.Event()
+
+    def build():
+        with cpu_build.build_lock(tmp_path):
+            entered.set()
+
+    with cpu_build.build_lock(tmp_path):
+        (tmp_path / "lock").touch()  # torch's lock of the build in progress: kept
+        waiting = threading.Thread(target=build)
+        waiting.start()
+        assert not entered.wait(0.5)
+        assert (tmp_path / "lock").exists()
+        (tmp_path / "lock").unlink()
+    waiting.join(10)
+    assert entered.is_set() and "waiting for another process" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="flock")
+def test_a_builder_killed_midway_blocks_no_later_build(tmp_path, capsys):
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import pathlib, sys, time\n"
+        "from bioxlstm.layers.cpu_build import build_lock\n"
+        "with build_lock(pathlib.Path(sys.argv[1])):\n"
+        "    (pathlib.Path(sys.argv[1]) / 'lock').touch()\n"
+        "    print('building', flush=True)\n"
+        "    time.sleep(600)\n"), str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "building"
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(30)
+    start = time.monotonic()
+    with cpu_build.build_lock(tmp_path):
+        assert not (tmp_path / "lock").exists()
+    assert time.monotonic() - start < 10
+    assert "removed the lock of an interrupted build" in capsys.readouterr().err
 
 
 def test_a_kernel_builds_once_per_process(monkeypatch):

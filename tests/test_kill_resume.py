@@ -65,7 +65,8 @@ def _losses(run_dir: Path) -> list[float]:
 
 def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path, data):
     straight = tmp_path / "straight"
-    subprocess.run(_command(straight, data, resume=False), check=True, env=ENV, capture_output=True)
+    subprocess.run(_command(straight, data, resume=False), check=True, env=ENV, capture_output=True,
+                   timeout=300)
 
     killed, rng, kills, mid_write = tmp_path / "killed", random.Random(1), 0, 0
     for _ in range(8):
@@ -80,7 +81,8 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path, data):
         kills += 1
         mid_write += any((killed / name).exists() for name in (".checkpoint.tmp", "checkpoint.old"))
     assert kills >= 4, "the run should have been killed several times before it finished"
-    subprocess.run(_command(killed, data), check=True, env=ENV, capture_output=True)
+    subprocess.run(_command(killed, data), check=True, env=ENV, capture_output=True,
+                   timeout=300)
 
     a, b = _weights(straight), _weights(killed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -102,7 +104,8 @@ def test_sigterm_saves_a_checkpoint_and_says_how_to_continue(tmp_path, data):
     assert "continue with: bioxlstm pretrain" in err and err.rstrip().endswith("--resume")
 
     # resumed to a few steps more, it equals a run that went there without stopping
-    subprocess.run(_command(run, data, steps=stopped + 3), check=True, env=ENV, capture_output=True)
+    subprocess.run(_command(run, data, steps=stopped + 3), check=True, env=ENV, capture_output=True,
+                   timeout=300)
     straight = tmp_path / "straight"
     subprocess.run(_command(straight, data, steps=stopped + 3, resume=False), check=True, env=ENV,
                    capture_output=True)

@@ -17,9 +17,15 @@ import hashlib
 import os
 import platform
 import sys
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 from bioxlstm.cpuinfo import cpu_flags
 
@@ -28,7 +34,7 @@ COMMON_HEADER = "bioxlstm_common.h"
 _CFLAGS = ["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"]
 _AVX512_FLAGS = ["-march=x86-64-v4", "-DBX_VEC_BYTES=64"]
 X86_64_V4_AVX512 = frozenset({"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"})
-STALE_LOCK_S = 600.0  # a build takes at most a minute or two; a lock this old has no owner
+FAILED_MARK = "bioxlstm_build_failed.txt"  # in a build's directory: why it failed
 FAILED_BUILDS: dict[str, str] = {}  # kernel source -> the last build's error, this process
 
 
@@ -44,24 +50,33 @@ def avx512_build_possible() -> bool:
     return X86_64_V4_AVX512 <= cpu_flags()
 
 
-def clear_stale_lock(module_name: str) -> bool:
-    """Remove torch's build lock of `module_name` if it is older than STALE_LOCK_S; whether it did.
+@contextmanager
+def build_lock(directory: Path) -> Iterator[None]:
+    """Hold an exclusive lock on one build's `directory` while it builds or loads there.
 
-    A build interrupted midway (Ctrl-C, a killed job) leaves the lock file behind, and torch then
-    waits on it forever in every later process, with no message.
+    torch's own build lock is a plain file that an interrupted build (Ctrl-C, kill -9, a worker
+    killed at its time limit) leaves behind, and torch then waits on it forever, in every later
+    process, with no message. This lock (flock) dies with its process, and every bioxlstm build
+    holds it; so a torch lock file found while holding it has no owner, and is removed.
     """
-    from torch.utils import cpp_extension
-
-    try:
-        lock = os.path.join(cpp_extension._get_build_directory(module_name, verbose=False), "lock")
-        if time.time() - os.path.getmtime(lock) < STALE_LOCK_S:
-            return False
-        os.remove(lock)
-    except (AttributeError, OSError):  # no lock, or a torch without this helper: nothing to do
-        return False
-    print(f"bioxlstm: removed a stale build lock left by an interrupted build: {lock}",
-          file=sys.stderr)
-    return True
+    if fcntl is None:  # no flock (Windows): torch's lock alone
+        yield
+        return
+    with open(directory / "bioxlstm.flock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"bioxlstm: waiting for another process building {directory.name}",
+                  file=sys.stderr)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        orphan = directory / "lock"
+        if orphan.exists():
+            orphan.unlink()
+            print(f"bioxlstm: removed the lock of an interrupted build: {orphan}", file=sys.stderr)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def builds(avx512: bool) -> list[tuple[str, list[str], list[str]]]:
@@ -109,6 +124,27 @@ def stage_sources(module: str, files: dict[str, bytes]) -> Path:
     return directory
 
 
+def load_build(directory: Path, name: str, kernel: str, cflags: list[str],
+               ldflags: list[str]) -> ModuleType:
+    """torch's build (or cached module) of one kernel build in `directory`.
+
+    A failure is written to FAILED_MARK there and raised again by later calls without compiling:
+    a machine that cannot build a kernel pays for trying once, not in every process.
+    """
+    from torch.utils.cpp_extension import load
+
+    mark = directory / FAILED_MARK
+    if mark.exists():
+        raise RuntimeError(f"{mark.read_text().strip()[:200]} (an earlier build; delete {mark} "
+                           "to try again)")
+    try:
+        return load(name=name, sources=[str(directory / f"{kernel}.cpp")], extra_cflags=cflags,
+                    extra_ldflags=ldflags)
+    except Exception as e:
+        mark.write_text(f"{type(e).__name__}: {e}\n")
+        raise
+
+
 def build_extension(kernel: str, what: str, avx512: bool = False) -> ModuleType | None:
     """Compile and load `csrc/<kernel>.cpp`; None if impossible.
 
@@ -118,8 +154,6 @@ def build_extension(kernel: str, what: str, avx512: bool = False) -> ModuleType 
     """
     if extensions_disabled():
         return None
-    from torch.utils.cpp_extension import load
-
     err: Exception | None = None
     try:
         files = sources(kernel)
@@ -127,11 +161,10 @@ def build_extension(kernel: str, what: str, avx512: bool = False) -> ModuleType 
         files, err = {}, e
     for suffix, cflags, ldflags in builds(avx512) if files else []:
         name = module_name(kernel, suffix, files, cflags, ldflags)
-        clear_stale_lock(name)
         try:
-            source = stage_sources(name, files) / f"{kernel}.cpp"
-            return load(name=name, sources=[str(source)], extra_cflags=cflags,
-                        extra_ldflags=ldflags)
+            directory = stage_sources(name, files)
+            with build_lock(directory):
+                return load_build(directory, name, kernel, cflags, ldflags)
         except Exception as e:  # any build failure means: try the next build, then PyTorch code
             err = e
     FAILED_BUILDS[kernel] = str(err)
