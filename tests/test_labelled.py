@@ -50,6 +50,16 @@ def test_fasta_labels_in_header_and_test_set_uses_training_classes(tmp_path):
         read_labelled(test, classes=data.classes)
 
 
+def test_nucleotide_transformer_fna_labels_after_the_last_bar(tmp_path):
+    path = tmp_path / "train.fna"
+    path.write_text(">NM_1|chr1|1\nACGT\n>NM_2|0\nGGTT\n>NM_3|x label=1\nCC\n")
+    data = read_labelled(path)
+    assert data.ids == ["NM_1|chr1|1", "NM_2|0", "NM_3|x"] and data.labels.tolist() == [1, 0, 1]
+    (tmp_path / "two.fna").write_text(">a|1\nACGT\n")
+    with pytest.raises(LabelledDataError, match="no 'a=VALUE' field"):
+        read_labelled(tmp_path / "two.fna", columns=Columns(targets=("a", "b")))
+
+
 @pytest.mark.parametrize("text, message", [
     ("seq,label\nAC,1\n", r"line 1: no column 'sequence' in the header \(columns: seq, label\)"),
     ("sequence,label\nAC,1\n,0\n", r"line 3: empty sequence"),
@@ -58,7 +68,7 @@ def test_fasta_labels_in_header_and_test_set_uses_training_classes(tmp_path):
     ("sequence,label\nAC,1\nAG,1\n", r"only one class \('1'\)"),
     ("sequence,label\nAC,1\nAG,0,7\n", r"line 3: 3 fields, but the header has 2"),
     ("sequence,label\n", r"no records"),
-    (">a\nACGT\n", r"line 1: the header has no 'label=VALUE' field"),
+    (">a\nACGT\n", r"line 1: the header has no 'label=VALUE' field .*'>seq1\|1'"),
 ])
 def test_errors_name_file_and_line(tmp_path, text, message):
     path = tmp_path / "bad.csv"

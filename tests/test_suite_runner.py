@@ -126,6 +126,15 @@ def test_genomic_benchmarks_class_folders_are_gathered_into_tables(tmp_path):
     assert tables.train.read_text().count("\n") == 4
 
 
+def test_nucleotide_transformer_fna_tasks_are_found(tmp_path):
+    for part in ("train", "test"):
+        (tmp_path / "nt" / "promoter_all").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "nt" / "promoter_all" / f"{part}.fna").write_text(">s|1\nACGT\n>t|0\nTTTT\n")
+    (task,) = find_tasks(tmp_path / "nt")
+    assert task.name == "promoter_all" and task.layout == "table"
+    assert task.train.name == "train.fna" and task.test.name == "test.fna"
+
+
 def test_suite_errors_name_the_folder(tmp_path):
     (tmp_path / "s" / "t").mkdir(parents=True)
     (tmp_path / "s" / "t" / "train.csv").write_text("sequence,label\nAC,1\n")

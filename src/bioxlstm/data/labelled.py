@@ -3,7 +3,8 @@
 Tables follow the Genomic Benchmarks / Nucleotide Transformer layout: a header row naming a `sequence`
 column (a SMILES model reads `smiles`) and a `label` column, or several target columns; comma or tab
 separated, plain or gzip. In FASTA a target is a `NAME=VALUE` field of the header, e.g.
-`>seq17 label=1` (the key is the target column's name). What the targets mean (classification,
+`>seq17 label=1` (the key is the target column's name), or, for one target, the last '|' field of
+the name (`>seq17|1`, the Nucleotide Transformer tasks' `.fna` files). What the targets mean (classification,
 multilabel, regression) and how missing values are marked is in `bioxlstm.data.targets`; class
 names travel with the model.
 """
@@ -190,7 +191,8 @@ def _table_records(fh, path: Path, columns: Columns, sequence: str
 
 def _fasta_records(path: Path, columns: Columns) -> Iterator[tuple[int, str | None, str, list[str]]]:
     """Records of fasta_records whose header carries the targets as NAME=VALUE fields (a record
-    may leave some out: they are missing; it must carry at least one)."""
+    may leave some out: they are missing; it must carry at least one), or, for one target, as the
+    last '|' field of the name: the Nucleotide Transformer tasks' `.fna` layout, `>name|1`."""
     names = columns.target_names
     for lineno, header, sequence in fasta_records(path):
         fields = header.split()
@@ -199,9 +201,11 @@ def _fasta_records(path: Path, columns: Columns) -> Iterator[tuple[int, str | No
             key, eq, value = f.partition("=")
             if eq and key in names and key not in values:
                 values[key] = value
+        if not values and len(names) == 1 and "|" in fields[0]:
+            values[names[0]] = fields[0].rsplit("|", 1)[1]
         if not values:
             raise LabelledDataError(f"{path}, line {lineno}: the header has no '{names[0]}=VALUE' "
-                                    f"field (expected e.g. '>seq1 {names[0]}=1')")
+                                    f"field (expected e.g. '>seq1 {names[0]}=1', or '>seq1|1')")
         yield lineno, fields[0], sequence, [values.get(name, "") for name in names]
 
 

@@ -1,7 +1,7 @@
 """Task suites on disk: one subdirectory per task with its training and test data.
 
 Two layouts are read. Tables (the Nucleotide Transformer downstream tasks, the bundled suite):
-`TASK/train.csv` and `TASK/test.csv` (also .tsv, .fa/.fasta, each optionally .gz) in the format of
+`TASK/train.csv` and `TASK/test.csv` (also .tsv, .fa/.fasta/.fna, each optionally .gz) in the format of
 `bioxlstm.data.labelled`. Genomic Benchmarks' own download: `TASK/train/CLASS/*.txt` and
 `TASK/test/CLASS/*.txt`, one sequence a file, the folder naming the class; these are gathered
 once into `train.csv` / `test.csv` tables (id, sequence, label) under the run's data folder.
@@ -17,7 +17,8 @@ from pathlib import Path
 from bioxlstm.errors import BioXLSTMError
 from bioxlstm.io import atomic_write
 
-SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz", ".fa", ".fa.gz", ".fasta", ".fasta.gz")
+SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz", ".fa", ".fa.gz", ".fasta", ".fasta.gz", ".fna",
+            ".fna.gz")
 LAYOUTS = ("table", "genomic-benchmarks")
 
 
