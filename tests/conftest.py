@@ -61,8 +61,16 @@ def _seed():
 
 def pytest_sessionstart(session):
     """Every CPU kernel built (or loaded from the cache) before collection, outside any test's
-    time limit, so no test or time-limited subprocess spends its time compiling."""
-    build_cpu_kernels()
+    time limit, so no test or time-limited subprocess spends its time compiling; each is named in
+    the log as it becomes ready (a first build takes minutes)."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+
+    def report(name: str, available: bool, seconds: float) -> None:
+        if reporter is not None:
+            reporter.write_line(f"CPU kernel {name}: {'ready' if available else 'unavailable'} "
+                                f"({seconds:.1f} s)")
+
+    build_cpu_kernels(report)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -219,3 +219,15 @@ def test_a_preset_trains_from_scratch_so_other_adaptations_are_refused(tmp_path,
                  "--adapt", "frozen"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--adapt frozen adapts a pretrained backbone" in err
+
+
+def test_a_smiles_preset_without_a_vocabulary_says_how_to_get_one(tmp_path, capsys):
+    from bioxlstm.cli import main
+
+    train = tmp_path / "m.csv"
+    train.write_text("smiles,label\n" + "".join(f"{s},{j % 2}\n" for j, s in
+                                                 enumerate(["CCO", "CCN", "c1ccccc1", "CCCl"] * 3)))
+    assert main(["finetune", "--preset", "tiny-chem-xlstm", "--train", str(train),
+                 "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pretrain --smiles" in err and "--from-scratch" in err

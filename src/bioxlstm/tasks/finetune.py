@@ -229,7 +229,12 @@ def _backbone(checkpoint: str | Path | None, preset_name: str | None,
         raise ConfigError("--from-scratch takes the architecture of a --checkpoint; a --preset is "
                           "trained from scratch already")
     if checkpoint is None:
-        return XLSTMLanguageModel(preset(preset_name))
+        config = preset(preset_name)
+        if config.alphabet is not None and config.alphabet.lower() == "smiles":
+            raise ConfigError(f"--preset {preset_name} has no SMILES vocabulary yet; pretrain one "
+                              "(bioxlstm pretrain --smiles FILE --preset ...), then pass its "
+                              "checkpoint with --from-scratch for fresh weights")
+        return XLSTMLanguageModel(config)
     if from_scratch:
         return XLSTMLanguageModel(load_config(checkpoint))
     return XLSTMLanguageModel.from_pretrained(checkpoint)
