@@ -9,6 +9,7 @@ from bioxlstm import XLSTMLanguageModel, preset
 from bioxlstm.cli import main
 from bioxlstm.data.smiles import read_smiles, valid_smiles
 from bioxlstm.data.smiles_batches import DomainContexts, MoleculeBatches, icl_row, pad_rows
+from bioxlstm.errors import ConfigError
 from bioxlstm.smiles import SmilesTokenizer
 from bioxlstm.tasks.molecule_generation import GenerationConfig, read_context, sample_smiles
 
@@ -91,6 +92,24 @@ def test_in_context_sampling_uses_context_and_skips_unknown(tiny, tmp_path):
     out = sample_smiles(model, tok, config, context)
     assert len(out) == 3 and all("." not in s for s in out)
     assert out == sample_smiles(model, tok, config, context)
+
+
+def test_in_context_default_length_fits_the_window(tiny, tmp_path, monkeypatch):
+    model, tok = tiny  # a 64-token window: the old default of 150 new tokens did not fit
+    icl = SmilesTokenizer.build(MOLS, in_context=True)
+    domain = tmp_path / "domain.smi"
+    domain.write_text("\n".join(MOLS) + "\n")
+    asked = []
+    generate = model.generate
+    monkeypatch.setattr(model, "generate", lambda ids, n, *a, **kw: asked.append(
+        (ids.shape[1], n)) or generate(ids, n, *a, **kw))
+    config = GenerationConfig(num_samples=2, batch_size=2, progress=False)
+    assert len(sample_smiles(model, icl, config)) == 2
+    assert len(sample_smiles(model, tok, config, read_context(domain, tok))) == 2
+    (_, alone), (prompt, in_context) = asked
+    assert alone == 62 and in_context == 32 and prompt + in_context <= 64
+    with pytest.raises(ConfigError, match="max_tokens=63 leaves no room for context"):
+        sample_smiles(model, icl, GenerationConfig(num_samples=1, max_tokens=63, progress=False))
 
 
 def test_cli_pretrain_generate_evaluate(tmp_path, capsys):

@@ -3,6 +3,7 @@ and score, embed, fitness and generate run on it, or on the official files direc
 memory, said in one line)."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -98,3 +99,24 @@ def test_generate(checkpoints, tmp_path, capsys, name, extra, check):
         assert main(["generate", str(ckpt), "--length", "20", "--seed", "1", *extra, "--out", str(out)]) == 0
         text = out.read_text()
         assert check(text) and len(text.splitlines()) in (3, 6)
+
+
+def test_in_context_marks_a_chem_model_and_is_refused_where_it_cannot_apply(tmp_path, capsys):
+    icl = tmp_path / "icl_official"  # the fixture with '.' in its vocabulary, as the ICL model has
+    shutil.copytree(SOURCES["chem"], icl)
+    args = json.loads((icl / "init_arguments.json").read_text())
+    args["token2label"]["."] = len(args["token2label"])
+    (icl / "init_arguments.json").write_text(json.dumps(args))
+    assert main(["convert", str(icl), "--out", str(tmp_path / "icl"), "--in-context"]) == 0
+    assert json.loads((tmp_path / "icl" / "tokenizer.json").read_text())["in_context"] is True
+    assert main(["generate", str(tmp_path / "icl"), "--num-samples", "2", "--seed", "1",
+                 "--out", str(tmp_path / "gen.smi")]) == 0
+    assert main(["convert", str(icl), "--out", str(tmp_path / "plain")]) == 0
+    assert json.loads((tmp_path / "plain" / "tokenizer.json").read_text())["in_context"] is False
+    capsys.readouterr()
+    for src, message in ((SOURCES["prot"], "--in-context applies to Chem-xLSTM"),
+                         (SOURCES["chem"], "needs '.', which joins the molecules")):
+        assert main(["convert", str(src), "--out", str(tmp_path / "no"), "--in-context"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err
+        assert not (tmp_path / "no" / "config.json").exists()

@@ -106,6 +106,9 @@ class SmilesTokenizer:
         if self.tokens[: len(SPECIALS)] != SPECIALS or len(set(self.tokens)) != len(self.tokens):
             raise SmilesVocabularyError(f"a SMILES vocabulary must start with {SPECIALS} and hold "
                                         f"no duplicates")
+        if self.in_context and SEPARATOR not in self.tokens:
+            raise SmilesVocabularyError(f"an in-context SMILES vocabulary needs '{SEPARATOR}', which "
+                                        f"joins the molecules of a row; this one has none")
         object.__setattr__(self, "_ids", {t: j for j, t in enumerate(self.tokens)})
 
     @classmethod

@@ -26,11 +26,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", metavar="FILE",
                    help="the official config file, when it is not where SRC's family keeps it "
                         "(DNA-xLSTM: model_config.json)")
+    p.add_argument("--in-context", action="store_true",
+                   help="Chem-xLSTM only: the model was trained on '.'-joined molecules of one "
+                        "domain (the in-context / ICST model), so generation ends a molecule at '.' "
+                        "(default: off; its files do not record it)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> None:
     from bioxlstm.convert import convert_official
 
-    out = convert_official(args.src, args.out, family=args.family, config=args.config)
+    out = convert_official(args.src, args.out, family=args.family, config=args.config,
+                           in_context=args.in_context)
     print(f"wrote the bioxlstm checkpoint {out}", file=sys.stderr)

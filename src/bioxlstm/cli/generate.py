@@ -23,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-samples", type=POSITIVE, help="number of samples (same as --num)")
     p.add_argument("--length", type=POSITIVE,
                    help="most new tokens per sample (default 100; SMILES: the model's context - 2, "
-                        "or 150 in context)")
+                        "or in context 150 but at most half the context, the rest holding "
+                        "--context-smiles)")
     p.add_argument("--temperature", type=NON_NEGATIVE_NUMBER, default=1.0,
                    help="sampling temperature; 0 means greedy (default 1)")
     p.add_argument("--top-k", type=POSITIVE, help="sample among the k most likely tokens (default: all)")

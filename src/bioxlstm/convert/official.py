@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -72,16 +73,24 @@ def official_tokenizer(src: str | Path) -> SmilesTokenizer | None:
 
 
 def convert_official(src: str | Path, out: str | Path, family: str | None = None,
-                     config: str | Path | None = None) -> Path:
+                     config: str | Path | None = None, in_context: bool = False) -> Path:
     """Convert the official checkpoint `src` into the bioxlstm checkpoint directory `out`.
 
     `out` gets config.json (its `source` field records the provenance), model.safetensors, a model
     card and, for Chem-xLSTM, tokenizer.json. `family` ("dna", "prot", "chem") overrides
     detection; `config` names the DNA-xLSTM model_config.json when it is not beside the .ckpt.
+    `in_context` marks a Chem-xLSTM model trained on '.'-joined molecules of one domain (the ICL
+    model; its files do not say so), so generation ends a molecule at '.'.
     """
     source = official_source(src, family, config)
+    if in_context and source.family != "chem":
+        raise ConversionError(f"{src}: --in-context applies to Chem-xLSTM (SMILES) checkpoints "
+                              f"only, not {source.name}")
     out = _check_out(Path(out), source)
     converted = convert_source(source)
+    if in_context:
+        converted = dataclasses.replace(
+            converted, tokenizer=dataclasses.replace(converted.tokenizer, in_context=True))
     model = build_model(converted)
     model.save_pretrained(out)
     if converted.tokenizer is not None:

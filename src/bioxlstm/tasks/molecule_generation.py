@@ -29,13 +29,16 @@ from bioxlstm.errors import ConfigError
 from bioxlstm.model import XLSTMLanguageModel
 from bioxlstm.smiles import SmilesTokenizer
 
+IN_CONTEXT_TOKENS = 150  # the default cap of a molecule's tokens in context
+
 
 @dataclass(frozen=True)
 class GenerationConfig:
     """How many molecules to draw and how.
 
-    max_tokens: tokens per new molecule (default: the model's context - 2 unconditionally, 150 in
-    context). num_context: context molecules per batch (default: as many as fit the context).
+    max_tokens: tokens per new molecule (default: the model's context - 2 unconditionally; in
+    context 150, at most half the window, which the context molecules fill). num_context: context
+    molecules per batch (default: as many as fit the context).
     """
 
     num_samples: int = 100
@@ -117,7 +120,8 @@ def sample_smiles(
     else:  # the format of '.'-joined domain rows, where a molecule ends at the next '.'
 
         stop = tokenizer.separator_id
-        max_new = config.max_tokens or 150
+        max_new = config.max_tokens or min(IN_CONTEXT_TOKENS, window - 2 if context is None
+                                           else window // 2)
         suppress = [tokenizer.pad_id, tokenizer.bos_id, tokenizer.unk_id, tokenizer.eos_id]
         if window - max_new < 2:
             raise ConfigError(f"max_tokens={max_new} leaves no room for context in the model's "
