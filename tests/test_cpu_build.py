@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+import torch
 import torch.utils.cpp_extension
 
 from bioxlstm.layers import cpu_build
@@ -86,6 +87,13 @@ def test_build_names_follow_the_sources_and_flags():
               cpu_build.module_name("k", "", files, ["-O2"], ["-lmvec"]),
               cpu_build.module_name("k", "", files, ["-O3"], [])]
     assert len({name, *others}) == 5
+
+
+def test_each_torch_installation_has_its_own_build(monkeypatch):
+    files = {"k.cpp": b"int f();", cpu_build.COMMON_HEADER: b""}
+    here = cpu_build.module_name("k", "", files, ["-O3"], [])
+    monkeypatch.setattr(torch, "__file__", "/other/venv/site-packages/torch/__init__.py")
+    assert cpu_build.module_name("k", "", files, ["-O3"], []) != here
 
 
 def test_the_loader_builds_under_the_lock_with_no_orphaned_torch_lock(fake_loader, tmp_path):

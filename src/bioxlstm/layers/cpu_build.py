@@ -96,12 +96,17 @@ def sources(kernel: str) -> dict[str, bytes]:
 
 def module_name(kernel: str, suffix: str, files: dict[str, bytes], cflags: list[str],
                 ldflags: list[str]) -> str:
-    """bioxlstm_<kernel><suffix>_<hash of the sources, the flags and torch's version>."""
+    """bioxlstm_<kernel><suffix>_<hash of the sources, the flags, torch's version and location>.
+
+    The location keeps each environment's build apart: a build names torch's include folders, so
+    two virtual environments sharing one build would rebuild it whenever the other had used it.
+    """
     import torch
 
     digest = hashlib.sha256()
     for part in (*files.values(), *(f.encode() for f in cflags), b"|",
-                 *(f.encode() for f in ldflags), torch.__version__.encode()):
+                 *(f.encode() for f in ldflags), torch.__version__.encode(),
+                 os.path.dirname(os.path.abspath(torch.__file__)).encode()):
         digest.update(len(part).to_bytes(8, "little") + part)
     return f"bioxlstm_{kernel}{suffix}_{digest.hexdigest()[:12]}"
 
