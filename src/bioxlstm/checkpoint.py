@@ -17,7 +17,7 @@ from torch import nn
 
 from bioxlstm.config import ModelConfig
 from bioxlstm.errors import CheckpointError
-from bioxlstm.io import atomic_write
+from bioxlstm.io import atomic_write, read_json
 from bioxlstm.model_card import model_card
 from bioxlstm.smiles import TOKENIZER_FILE
 from bioxlstm.version import __version__
@@ -72,10 +72,7 @@ def load_config(directory: str | Path) -> ModelConfig:
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file (is {directory} a bioxlstm checkpoint?)")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{path}: not a readable JSON config ({err})") from None
+    data = read_json(path, CheckpointError, "JSON config")
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: expected a JSON object")
     for key in META_KEYS:

@@ -1,4 +1,4 @@
-"""File-system plumbing used by everything that writes: atomic writes, output checks, run locks.
+"""File-system plumbing: atomic writes, output checks, run locks, JSON files read with one-line errors.
 
 Files are created with the process umask (mode 0666 & ~umask, like `open`), so a checkpoint on a
 shared file system is as readable as any other file its owner writes.
@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import errno
 import functools
+import json
 import os
 import shutil
 import socket
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from bioxlstm.errors import BioXLSTMError
 
@@ -25,6 +26,15 @@ class OutputError(BioXLSTMError, OSError):
 
 class RunLockedError(BioXLSTMError):
     """Another process holds the run directory's lock."""
+
+
+def read_json(path: Path, error: type[Exception], what: str = "JSON file") -> Any:
+    """The parsed content of a JSON file; `error("<path>: not a readable <what> (...)")` if it
+    cannot be read or parsed."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise error(f"{path}: not a readable {what} ({err})") from None
 
 
 def _reason(err: OSError) -> str:

@@ -11,7 +11,6 @@ its logit is masked to -inf, so log-probabilities over the official rows are unc
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from bioxlstm.convert.loading import load_weights_file
 from bioxlstm.convert.result import Converted, expected_shapes, with_source
 from bioxlstm.convert.sources import OfficialSource
 from bioxlstm.errors import ConfigError, ConversionError
+from bioxlstm.io import read_json
 from bioxlstm.smiles import CHEM_XLSTM_REGEX, PAD, SPECIALS, UNK, SmilesTokenizer
 
 PREFIX = "model."
@@ -54,10 +54,7 @@ def convert_state(state: dict[str, Tensor], config: ModelConfig, order: list[int
 
 def read_arguments(path: Path) -> dict[str, Any]:
     """init_arguments.json, checked to describe an xLSTM SMILES model."""
-    try:
-        args = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ConversionError(f"{path}: not a readable JSON file ({err})") from None
+    args = read_json(path, ConversionError)
     if not isinstance(args, dict):
         raise ConversionError(f"{path}: expected a JSON object (Chem-xLSTM's init arguments)")
     model_class = str(args.get("model_class", "xLSTMModel"))

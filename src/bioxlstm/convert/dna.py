@@ -7,7 +7,6 @@ an option bioxlstm does not implement, or a model that is not the xLSTM LM is re
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from bioxlstm.convert.loading import load_pickle, plain, tensor_dict
 from bioxlstm.convert.result import Converted, expected_shapes, with_source
 from bioxlstm.convert.sources import OfficialSource
 from bioxlstm.errors import ConfigError, ConversionError
+from bioxlstm.io import read_json
 
 PREFIX = "model.backbone."
 TARGET = "modelling_xlstm.xLSTMConfig"
@@ -75,10 +75,7 @@ def read_checkpoint(source: OfficialSource) -> tuple[dict[str, Tensor], dict[str
 
 def _config_file(path: Path) -> dict[str, Any]:
     """The xLSTMConfig fields of a model_config.json (or of a file holding just the fields)."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ConversionError(f"{path}: not a readable JSON config ({err})") from None
+    data = read_json(path, ConversionError, "JSON config")
     if isinstance(data, dict) and isinstance(data.get("config"), dict):
         data = data["config"]  # model_config.json wraps the fields in {"config": ...}
     if not isinstance(data, dict):

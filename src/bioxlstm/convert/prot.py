@@ -9,7 +9,6 @@ same way. `seq_position_ids` only matter for the "abs_2d"/"rot_2d" encodings, wh
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from bioxlstm.convert.loading import load_weights_file
 from bioxlstm.convert.result import Converted, expected_shapes, with_source
 from bioxlstm.convert.sources import OfficialSource
 from bioxlstm.errors import ConfigError, ConversionError
+from bioxlstm.io import read_json
 
 PREFIX = "backbone."
 # xLSTMLMModelConfig's fields (and xLSTMBlockStackConfig's) at commit 5aa8ddf, with their defaults
@@ -54,10 +54,7 @@ def convert_state(state: dict[str, Tensor], config: ModelConfig, path: Path) -> 
 
 def read_config(path: Path) -> dict[str, Any]:
     """config.json as a mapping (the dataclasses.asdict of xLSTMLMModelConfig)."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ConversionError(f"{path}: not a readable JSON config ({err})") from None
+    data = read_json(path, ConversionError, "JSON config")
     if not isinstance(data, dict):
         raise ConversionError(f"{path}: expected a JSON object (Prot-xLSTM's xLSTMLMModelConfig)")
     return data
